@@ -1,0 +1,133 @@
+"""The backend registry: name -> "module:Class", imported only when that backend is chosen."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from launcher.errors import BadReference, NotConfigured, UsageError
+from launcher.refs import Ref
+from launcher.resolve import Deadline
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to find a backend without importing it."""
+
+    target: str  # "module:Class"
+    extra: str | None  # the pip extra that installs its SDK
+    # Credential variables removed from the server's environment. Kept here, not on the class,
+    # because every backend's credentials are scrubbed whichever backend runs, and reading them
+    # from the classes would import every SDK.
+    secret_env: tuple[str, ...] = ()
+
+
+REGISTRY: dict[str, Spec] = {
+    "vault": Spec(
+        "launcher.backends.vault:VaultBackend", "vault", ("VAULT_TOKEN", "VAULT_SECRET_ID")
+    ),
+    "aws-ssm": Spec(
+        "launcher.backends.aws_ssm:SsmBackend",
+        "aws-ssm",
+        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
+    ),
+    "azure-kv": Spec(
+        "launcher.backends.azure_kv:AzureKeyVaultBackend", "azure-kv", ("AZURE_CLIENT_SECRET",)
+    ),
+    "cosmian-kms": Spec(
+        "launcher.backends.cosmian_kms:CosmianKmsBackend",
+        "cosmian-kms",
+        ("COSMIAN_KMS_SECRET_TOKEN",),
+    ),
+    "file": Spec("launcher.backends.file:FileBackend", None),
+    "env": Spec("launcher.backends.env:EnvBackend", None),
+}
+
+
+class Backend:
+    """What every backend is: built from the environment and the run's deadline, then asked to
+    check each reference's shape and to fetch them all at once."""
+
+    name: ClassVar[str]
+
+    def __init__(self, environ: Mapping[str, str], deadline: Deadline) -> None:
+        self.environ = environ
+        self.deadline = deadline
+
+    def check(self, ref: Ref) -> None:
+        """Raise BadReference if `ref` cannot name a secret of this backend."""
+
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
+        """Every reference's value, or raise (Failures listing each miss); batches itself."""
+        raise NotImplementedError
+
+    def consumed_env(self) -> Collection[str]:
+        """Variables this run read secrets from, scrubbed before exec beyond the registry's."""
+        return ()
+
+    def credential(self, variable: str) -> str | None:
+        """A credential from the environment, else from systemd's $CREDENTIALS_DIRECTORY
+        (VAULT_TOKEN -> vault-token), so units need no secret in Environment=."""
+        value = self.environ.get(variable)
+        if value:
+            return value
+        directory = self.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            return None
+        try:
+            with open(os.path.join(directory, variable.lower().replace("_", "-")), "rb") as file:
+                return file.read().decode("utf-8").rstrip("\r\n") or None
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as error:
+            raise NotConfigured(
+                f"cannot read credential {variable} from $CREDENTIALS_DIRECTORY: {error}"
+            ) from None
+
+
+def reject_field(ref: Ref) -> None:
+    """For backends where '#field' means nothing."""
+    if ref.field is not None:
+        raise BadReference("this backend takes no '#field'", ref=ref.text)
+
+
+def reject_port(ref: Ref) -> None:
+    """For backends whose first component is a name, not a host."""
+    if ref.port is not None or ref.host.startswith("["):
+        raise BadReference("this backend takes no host or port", ref=ref.text)
+
+
+def names() -> list[str]:
+    return list(REGISTRY)
+
+
+def secret_env() -> set[str]:
+    """Every backend's credential variables."""
+    return {variable for spec in REGISTRY.values() for variable in spec.secret_env}
+
+
+def load(name: str) -> type[Backend]:
+    """The backend class for `name`, importing its module (and SDK) now."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise UsageError(f"unknown backend {name!r}; choose one of: {', '.join(REGISTRY)}")
+    module_name, class_name = spec.target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name == module_name:
+            raise NotConfigured(
+                f"backend {name} is not available in this version of kms-launch"
+            ) from None
+        raise NotConfigured(
+            f"backend {name} needs the Python package {error.name!r}: "
+            f"pip install 'kms-launch[{spec.extra}]'"
+        ) from None
+    backend: type[Backend] = getattr(module, class_name)
+    return backend
+
+
+__all__ = ["Backend", "Spec", "load", "names", "reject_field", "reject_port", "secret_env"]

@@ -1,0 +1,50 @@
+"""The `env` backend: secrets from environment variables, which are then removed from the server's."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Collection, Mapping, Sequence
+from typing import ClassVar
+
+from launcher.backends import Backend, reject_field, reject_port
+from launcher.errors import BadReference, Failures, SecretNotFound
+from launcher.refs import Ref
+from launcher.resolve import Deadline
+
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class EnvBackend(Backend):
+    """secret://<VARIABLE> is that variable's value."""
+
+    name: ClassVar[str] = "env"
+
+    def __init__(self, environ: Mapping[str, str], deadline: Deadline) -> None:
+        super().__init__(environ, deadline)
+        self._consumed: set[str] = set()
+
+    def check(self, ref: Ref) -> None:
+        reject_field(ref)
+        reject_port(ref)
+        if ref.path or not _VARIABLE.fullmatch(ref.host):
+            raise BadReference("expected secret://<VARIABLE_NAME>", ref=ref.text)
+
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
+        values = {
+            ref: os.fsencode(self.environ[ref.host]) for ref in refs if ref.host in self.environ
+        }
+        self._consumed = {ref.host for ref in values}
+        if len(values) < len(refs):
+            raise Failures(
+                (
+                    SecretNotFound(f"environment variable {ref.host} is not set", ref=ref.text)
+                    for ref in refs
+                    if ref not in values
+                ),
+                resolved=values,
+            )
+        return values
+
+    def consumed_env(self) -> Collection[str]:
+        return self._consumed

@@ -1,0 +1,254 @@
+"""The command line: options in, one pass through the pipeline, errors out as exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version as installed_version
+from typing import Annotated, NoReturn
+
+import typer
+
+from launcher import backends, config, launch, resolve
+from launcher.errors import EX_USAGE, Failures, LaunchError, NotConfigured, UsageError
+from launcher.refs import Ref
+
+EX_SOFTWARE = 70  # a bug in kms-launch itself
+log = logging.getLogger("kms-launch")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything the command line and its environment variables decided."""
+
+    config_path: str
+    command: list[str]
+    backend: str | None = None
+    check: bool = False
+    timeout: float = 30.0
+    keep_env: list[str] = field(default_factory=list)
+
+
+def run(options: Options, environ: Mapping[str, str]) -> None:
+    """The pipeline, top to bottom. Execs the server and never returns, unless in check mode."""
+    launch.make_non_dumpable()
+    deadline = resolve.Deadline(options.timeout)
+    # Looked up first: a typo in the command must not cost a round trip to the vault.
+    executable, argv = ("", []) if options.check else launch.find_command(options.command, environ)
+
+    document = config.load(options.config_path)
+    occurrences = config.find_references(document)
+    wanted = [span.ref for occurrence in occurrences for span in occurrence.spans]
+    log.info(
+        "%s: %d references (%d distinct) in %d values",
+        options.config_path,
+        len(wanted),
+        len(set(wanted)),
+        len(occurrences),
+    )
+
+    backend = _open_backend(options.backend, wanted, environ, deadline)
+    values: dict[Ref, bytes] = {}
+    if backend is not None:
+        try:
+            values = resolve.resolve(backend, wanted)
+        except Failures as failures:
+            if options.check:
+                _print_check(occurrences, failures.resolved, failures)
+            raise _located(failures, occurrences) from None
+        log.info(
+            "resolved %d references from %s in %.3fs", len(values), backend.name, deadline.elapsed()
+        )
+    if options.check:
+        _print_check(occurrences, values, None)
+        return
+
+    replacements = launch.deliver(values, _first_key_paths(occurrences))
+    config.substitute(occurrences, replacements)
+    config_path = launch.sealed_memfd("kms.toml", config.dump(document))
+    server_environ = launch.scrub_environment(
+        environ,
+        {
+            "KMS_SECRET_BACKEND",
+            *backends.secret_env(),
+            *(backend.consumed_env() if backend else ()),
+        },
+        options.keep_env,
+    )
+    log.info("exec %s with config %s", executable, config_path)
+    launch.exec_server(executable, launch.server_argv(argv, config_path), server_environ)
+
+
+def _open_backend(
+    name: str | None, wanted: Sequence[Ref], environ: Mapping[str, str], deadline: resolve.Deadline
+) -> backends.Backend | None:
+    if name is not None and name not in backends.REGISTRY:
+        raise UsageError(f"unknown backend {name!r}; choose one of: {', '.join(backends.REGISTRY)}")
+    if not wanted:
+        return None  # nothing to resolve: import no SDK, contact nothing
+    if name is None:
+        raise NotConfigured(
+            f"the config holds {len(wanted)} secret:// references but no backend is chosen:"
+            " pass --backend or set KMS_SECRET_BACKEND"
+        )
+    return backends.load(name)(environ, deadline)
+
+
+def _first_key_paths(occurrences: Sequence[config.Occurrence]) -> dict[Ref, str]:
+    paths: dict[Ref, str] = {}
+    for occurrence in occurrences:
+        for span in occurrence.spans:
+            paths.setdefault(span.ref, occurrence.key_path)
+    return paths
+
+
+def _located(failures: Failures, occurrences: Sequence[config.Occurrence]) -> Failures:
+    """One error per place a failed reference is used, so each report line names its key."""
+    located: list[LaunchError] = []
+    for error in failures.errors:
+        places = [o.key_path for o in occurrences if any(s.ref.text == error.ref for s in o.spans)]
+        if error.key_path or not places:
+            located.append(error)
+            continue
+        for place in dict.fromkeys(places):
+            copy = type(error).__new__(type(error))
+            copy.__dict__.update(error.__dict__)
+            located.append(copy.at(place))
+    return Failures(located)
+
+
+def _print_check(
+    occurrences: Sequence[config.Occurrence], values: Mapping[Ref, bytes], failures: Failures | None
+) -> None:
+    """One line per reference: key path, reference, status, value length. Never the value."""
+    reasons = {error.ref: error.message for error in (failures.errors if failures else [])}
+    for occurrence in occurrences:
+        for span in occurrence.spans:
+            ref = span.ref
+            if ref in values:
+                status = f"ok\t{len(values[ref])} bytes"
+            else:
+                status = f"error\t{reasons.get(ref.text, 'not resolved: another failure stopped the run')}"
+            print(f"{occurrence.key_path}\t{ref.text}\t{status}")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"kms-launch {installed_version('kms-launch')}")
+        raise typer.Exit()
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command(
+    context_settings={"allow_interspersed_args": False, "help_option_names": ["-h", "--help"]},
+    help="Resolve the secret:// references in a config and exec the server with the result in a "
+    "sealed memfd. The command after -- defaults to cosmian_kms; an argument containing {config} "
+    "gets the config path, otherwise -c /proc/self/fd/N is appended.",
+)
+def main(
+    config_path: Annotated[
+        str,
+        typer.Option(
+            "-c", "--config", metavar="PATH", help="TOML config with secret:// references."
+        ),
+    ],
+    command: Annotated[
+        list[str] | None, typer.Argument(metavar="[-- COMMAND [ARG]...]", show_default=False)
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            envvar="KMS_SECRET_BACKEND",
+            metavar="NAME",
+            help=f"Secret backend: {', '.join(backends.REGISTRY)}.",
+        ),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Resolve everything, print one line per reference (never a value), exec nothing.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            envvar="KMS_LAUNCH_TIMEOUT",
+            min=0.1,
+            metavar="SECONDS",
+            help="Deadline for all resolution.",
+        ),
+    ] = 30.0,
+    keep_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keep-env",
+            metavar="NAME",
+            help="Keep this credential variable in the server's environment (repeatable).",
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "-v", "--verbose", help="Log each step and reference (never values) to stderr."
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    if verbose and quiet:
+        raise UsageError("-v and -q exclude each other")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING,
+        format="kms-launch: %(message)s",
+        stream=sys.stderr,
+    )
+    options = Options(config_path, command or [], backend or None, check, timeout, keep_env or [])
+    run(options, dict(os.environ))
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (only reached when nothing was exec'd)."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="kms-launch", standalone_mode=False)
+    except LaunchError as error:
+        failures = error.errors if isinstance(error, Failures) else [error]
+        for failure in failures:
+            print(failure.line(), file=sys.stderr)
+        return error.exit_code
+    except typer.Exit as exit_:
+        return exit_.exit_code
+    except typer.TyperException as error:  # bad usage, as typer reports it
+        show = getattr(error, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"kms-launch: {error.format_message()}", file=sys.stderr)
+        return EX_USAGE
+    except typer.Abort:
+        return 130
+    except Exception as error:
+        # The message of an unexpected exception may quote a response body holding a secret:
+        # print only its type.
+        print(
+            f"kms-launch: internal error ({type(error).__name__}); please report it",
+            file=sys.stderr,
+        )
+        return EX_SOFTWARE
+    return 0
+
+
+def exec_app() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(cli())

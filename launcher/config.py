@@ -1,0 +1,165 @@
+"""Load the TOML config with tomlkit, find every reference in its string values, substitute, dump."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import tomlkit
+import tomlkit.exceptions
+from tomlkit.items import AoT, Array, InlineTable, String, StringType, Table, Trivia
+from tomlkit.toml_document import TOMLDocument
+
+from launcher import refs
+from launcher.errors import BadReference, ConfigUnreadable, Failures, InvalidConfig, LaunchError
+
+# A Cosmian KMS config is a few KiB; 16 MiB leaves room for inline PEM bundles while keeping a
+# stray multi-gigabyte file from being read into memory.
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# TOML basic-string escapes. tomlkit's own escaping is quadratic in the value's length (measured:
+# 20 s for a 1 MiB PEM), so values are escaped here in one str.translate pass and handed to
+# tomlkit as a ready-made String item.
+_ESCAPES = {code: f"\\u{code:04x}" for code in (*range(0x20), 0x7F)}
+_ESCAPES.update(
+    {
+        ord(c): e
+        for c, e in {
+            '"': '\\"',
+            "\\": "\\\\",
+            "\b": "\\b",
+            "\t": "\\t",
+            "\n": "\\n",
+            "\f": "\\f",
+            "\r": "\\r",
+        }.items()
+    }
+)
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """A string value that holds one or more references, and where it sits in the document."""
+
+    key_path: str
+    parent: Any  # the tomlkit table, inline table or array that holds the value
+    key: str | int
+    original: str
+    spans: tuple[refs.Span, ...]
+
+
+def load(path: str) -> TOMLDocument:
+    """Read and parse the config, or raise ConfigUnreadable (66) / InvalidConfig (65)."""
+    return parse(_read_text(path), path)
+
+
+def parse(text: str, source: str = "config") -> TOMLDocument:
+    """Parse TOML text; a syntax error names its line and column."""
+    try:
+        return tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as error:
+        reason = str(error).split(" at line ")[0]
+        raise InvalidConfig(
+            f"{source}: invalid TOML at line {error.line}, column {error.col}: {reason}"
+        ) from None
+    except tomlkit.exceptions.TOMLKitError as error:
+        raise InvalidConfig(f"{source}: invalid TOML: {error}") from None
+
+
+def find_references(document: TOMLDocument) -> list[Occurrence]:
+    """Every string value holding a reference, at any depth; all malformed ones raised together."""
+    found: list[Occurrence] = []
+    malformed: list[LaunchError] = []
+    for key_path, parent, key, value in _strings(document, ""):
+        try:
+            spans = tuple(refs.find(value))
+        except BadReference as error:
+            malformed.append(error.at(key_path))
+            continue
+        if spans:
+            found.append(Occurrence(key_path, parent, key, str(value), spans))
+    if malformed:
+        raise Failures(malformed)
+    return found
+
+
+def substitute(occurrences: list[Occurrence], replacements: Mapping[refs.Ref, str]) -> None:
+    """Replace every reference in place with its value, as a properly escaped TOML string."""
+    for occurrence in occurrences:
+        pieces: list[str] = []
+        position = 0
+        for span in occurrence.spans:
+            pieces.append(occurrence.original[position : span.start])
+            pieces.append(replacements[span.ref])
+            position = span.end
+        pieces.append(occurrence.original[position:])
+        occurrence.parent[occurrence.key] = toml_string("".join(pieces))
+
+
+def toml_string(value: str) -> String:
+    """A single-line basic TOML string item for `value`, escaped in linear time."""
+    return String(StringType.SLB, value, value.translate(_ESCAPES), Trivia())
+
+
+def dump(document: TOMLDocument) -> bytes:
+    """The document as UTF-8 TOML bytes."""
+    return document.as_string().encode("utf-8")
+
+
+def _read_text(path: str) -> str:
+    try:
+        # O_NONBLOCK: opening a FIFO must not hang waiting for a writer; fstat rejects it next.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigUnreadable(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigUnreadable(f"{path}: is a directory, not a config file") from None
+    except OSError as error:
+        raise ConfigUnreadable(f"{path}: cannot open: {error.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ConfigUnreadable(f"{path}: is {kind}, not a config file")
+    with os.fdopen(fd, "rb") as file:
+        try:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        except OSError as error:
+            raise ConfigUnreadable(f"{path}: cannot read: {error.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InvalidConfig(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB, not a config")
+    if not data.strip():
+        raise InvalidConfig(f"{path}: is empty")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise InvalidConfig(f"{path}: not UTF-8 text (line {line}, byte {error.start})") from None
+
+
+def _strings(node: Any, prefix: str) -> Iterator[tuple[str, Any, str | int, str]]:
+    """(key path, parent, key, value) for every string value under `node`."""
+    if isinstance(node, Array):
+        children: Iterator[tuple[str | int, Any]] = enumerate(node)
+    elif isinstance(node, AoT):
+        for index, table in enumerate(node):
+            yield from _strings(table, f"{prefix}[{index}]")
+        return
+    else:
+        children = iter(node.items())
+    for key, value in children:
+        path = f"{prefix}[{key}]" if isinstance(key, int) else _join(prefix, key)
+        if isinstance(value, str):
+            yield path, node, key, value
+        elif isinstance(value, (Table, InlineTable, Array, AoT, dict, list)):
+            yield from _strings(value, path)
+
+
+def _join(prefix: str, key: str) -> str:
+    shown = key if _BARE_KEY.fullmatch(key) else '"' + key.translate(_ESCAPES) + '"'
+    return f"{prefix}.{shown}" if prefix else shown

@@ -1,0 +1,143 @@
+"""The hand-over: secrets into sealed memfds, credential scrub, server argv, and execve."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ctypes
+import errno
+import fcntl
+import os
+import shutil
+from collections.abc import Collection, Mapping, Sequence
+from typing import NoReturn
+
+from launcher.errors import (
+    BadSecretValue,
+    CommandNotExecutable,
+    CommandNotFound,
+    Failures,
+    LaunchError,
+)
+from launcher.refs import FILE, FILE_BASE64, Ref
+
+DEFAULT_COMMAND = "cosmian_kms"
+CONFIG_PLACEHOLDER = "{config}"
+MFD_NOEXEC_SEAL = 0x0008  # Linux 6.3+: the memfd can never be made executable
+SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+PR_SET_DUMPABLE = 4
+
+
+def make_non_dumpable() -> None:
+    """No core dump or ptrace by other users while secrets sit in this process; execve resets it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def find_command(command: Sequence[str], environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """(executable path, argv) for the server, or CommandNotFound (127) / CommandNotExecutable (126)."""
+    argv = list(command) or [DEFAULT_COMMAND]
+    program = argv[0]
+    if "/" in program:
+        path = program
+    else:
+        found = shutil.which(program, path=environ.get("PATH", os.defpath))
+        if found is None:
+            if _on_path_but_not_executable(program, environ.get("PATH", os.defpath)):
+                raise CommandNotExecutable(f"command {program!r} is on PATH but not executable")
+            raise CommandNotFound(f"command {program!r} not found on PATH")
+        path = found
+    if not os.path.exists(path):
+        raise CommandNotFound(f"command {program!r} not found")
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise CommandNotExecutable(f"command {program!r} is not executable")
+    return path, argv
+
+
+def server_argv(argv: Sequence[str], config_path: str) -> list[str]:
+    """Put the config path where the command asks for it ({config}), else append `-c PATH`."""
+    if any(CONFIG_PLACEHOLDER in arg for arg in argv):
+        return [arg.replace(CONFIG_PLACEHOLDER, config_path) for arg in argv]
+    return [*argv, "-c", config_path]
+
+
+def sealed_memfd(name: str, data: bytes) -> str:
+    """Write `data` into an anonymous memfd the server inherits, seal it, return its /proc path."""
+    flags = os.MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create(name, flags | MFD_NOEXEC_SEAL)
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # kernel older than 6.3: no MFD_NOEXEC_SEAL
+            raise
+        fd = os.memfd_create(name, flags)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+    os.lseek(fd, 0, os.SEEK_SET)  # a server that reads the inherited fd directly starts at 0
+    os.set_inheritable(fd, True)
+    return f"/proc/self/fd/{fd}"
+
+
+def deliver(values: Mapping[Ref, bytes], names: Mapping[Ref, str]) -> dict[Ref, str]:
+    """What replaces each reference: its text, or for secret+file:// the path of a sealed memfd
+    holding its bytes (named after where it is used, never after its content)."""
+    replacements: dict[Ref, str] = {}
+    failures: list[LaunchError] = []
+    for ref, value in values.items():
+        try:
+            if ref.scheme == FILE:
+                replacements[ref] = sealed_memfd(names[ref], value)
+            elif ref.scheme == FILE_BASE64:
+                replacements[ref] = sealed_memfd(names[ref], _base64_decode(ref, value))
+            else:
+                replacements[ref] = _text(ref, value)
+        except LaunchError as error:
+            failures.append(error)
+    if failures:
+        raise Failures(failures)
+    return replacements
+
+
+def scrub_environment(
+    environ: Mapping[str, str], remove: Collection[str], keep: Collection[str]
+) -> dict[str, str]:
+    """The server's environment: ours without the credential variables, unless kept on purpose."""
+    dropped = set(remove) - set(keep)
+    return {name: value for name, value in environ.items() if name not in dropped}
+
+
+def exec_server(path: str, argv: Sequence[str], environ: Mapping[str, str]) -> NoReturn:
+    """Replace this process with the server: same PID, inherited memfds, signals go to it."""
+    try:
+        os.execve(path, list(argv), dict(environ))
+    except FileNotFoundError:
+        raise CommandNotFound(f"command {argv[0]!r} not found") from None
+    except OSError as error:
+        raise CommandNotExecutable(f"cannot execute {argv[0]!r}: {error.strerror}") from None
+
+
+def _text(ref: Ref, value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadSecretValue(
+            "the secret is not UTF-8 text; deliver bytes with secret+file:// instead", ref=ref.text
+        ) from None
+
+
+def _base64_decode(ref: Ref, value: bytes) -> bytes:
+    try:
+        # Line-wrapped base64 (as `base64` and PEM bodies write it) is common: drop whitespace.
+        return base64.b64decode(b"".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadSecretValue("the secret is not valid base64", ref=ref.text) from None
+
+
+def _on_path_but_not_executable(program: str, search_path: str) -> bool:
+    return any(
+        os.path.isfile(os.path.join(directory, program))
+        for directory in search_path.split(os.pathsep)
+        if directory
+    )

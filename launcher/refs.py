@@ -1,0 +1,127 @@
+"""The secret:// grammar: find references inside a string and parse each into a Ref."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+from urllib.parse import unquote_to_bytes
+
+from launcher.errors import BadReference
+
+VALUE = "secret"  # substituted as a TOML string
+FILE = "secret+file"  # bytes delivered in their own memfd, path substituted
+FILE_BASE64 = "secret+file+base64"  # same, base64-decoded first
+
+_SEGMENT = r"[A-Za-z0-9._~%+=-]+"
+_REFERENCE = re.compile(
+    rf"""
+    (?P<scheme>secret(?:\+file(?:\+base64)?)?)://
+    (?: (?P<ipv6>\[[^\]/\#\s]*\]) | (?P<name>{_SEGMENT}) )?
+    (?: :(?P<port>[0-9]+) )?
+    (?P<path>(?:/{_SEGMENT})*)
+    (?: \#(?P<field>{_SEGMENT}) )?
+    """,
+    re.VERBOSE,
+)
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_SHOWN_TAIL = re.compile(r"[^\s\"'@]{0,20}")
+MARKER = "secret"  # cheap pre-filter: a string without it holds no reference
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One reference as written, parsed. Equal references are fetched once."""
+
+    text: str
+    scheme: str
+    host: str  # first component: a decoded segment, or an IPv6 literal with its brackets
+    port: int | None
+    path: tuple[str, ...]  # decoded segments after the first
+    field: str | None
+
+    def __str__(self) -> str:
+        return self.text
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        """Every decoded segment, the first component included."""
+        return (self.host, *self.path)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a reference sits in the string that holds it."""
+
+    start: int
+    end: int
+    ref: Ref
+
+
+def find(text: str) -> Iterator[Span]:
+    """Yield every reference in `text`, in order; raise BadReference for a malformed one."""
+    if MARKER not in text:
+        return
+    for match in _REFERENCE.finditer(text):
+        ref = _parse(match, text)
+        if ref.scheme != VALUE and (match.start() != 0 or match.end() != len(text)):
+            raise BadReference(
+                f"{ref.scheme}:// must be the whole value, not part of a string", ref=ref.text
+            )
+        yield Span(match.start(), match.end(), ref)
+
+
+def parse(text: str) -> Ref:
+    """Parse a string that must be exactly one reference."""
+    spans = list(find(text))
+    if len(spans) != 1 or spans[0].start != 0 or spans[0].end != len(text):
+        raise BadReference("not a single secret:// reference", ref=text)
+    return spans[0].ref
+
+
+def _parse(match: re.Match[str], text: str) -> Ref:
+    written = match.group(0)
+    following = text[match.end() : match.end() + 1]
+    if match.group("ipv6") is None and match.group("name") is None:
+        raise BadReference("empty or malformed reference", ref=_shown(text, match))
+    if following == "#":
+        raise BadReference("empty field after '#'", ref=written)
+    host = match.group("ipv6") or _decode(match.group("name"), written)
+    if match.group("ipv6"):
+        try:
+            IPv6Address(host[1:-1])
+        except ValueError:
+            raise BadReference(f"bad IPv6 address {host}", ref=written) from None
+    port = None
+    if match.group("port") is not None:
+        port = int(match.group("port"))
+        if not 0 < port < 65536:
+            raise BadReference(f"port {port} out of range", ref=written)
+    path = tuple(_decode(segment, written) for segment in match.group("path").split("/")[1:])
+    field = match.group("field")
+    return Ref(
+        text=written,
+        scheme=match.group("scheme"),
+        host=host,
+        port=port,
+        path=path,
+        field=None if field is None else _decode(field, written),
+    )
+
+
+def _decode(segment: str, written: str) -> str:
+    if "%" not in segment:
+        return segment
+    if _BAD_ESCAPE.search(segment):
+        raise BadReference("invalid %-escape", ref=written)
+    try:
+        return unquote_to_bytes(segment).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadReference("%-escapes do not decode as UTF-8", ref=written) from None
+
+
+def _shown(text: str, match: re.Match[str]) -> str:
+    """The malformed reference with a little of what follows, so the user can find it."""
+    tail = _SHOWN_TAIL.match(text, match.end())
+    return match.group(0) + (tail.group(0) if tail else "")

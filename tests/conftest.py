@@ -1,0 +1,118 @@
+"""Shared fixtures: run the real launcher as a subprocess, exec the stand-in server, read its report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers.secret_stores import SecretStore
+
+TESTS = Path(__file__).parent
+STANDIN = TESTS / "standin.py"
+
+# Variables of the machine that would leak into the launcher under test and change its behaviour.
+_AMBIENT = (
+    "KMS_SECRET_BACKEND", "KMS_SECRETS_DIR", "CREDENTIALS_DIRECTORY", "KMS_LAUNCH_TIMEOUT",
+    "VAULT_ADDR", "VAULT_TOKEN", "VAULT_NAMESPACE", "VAULT_ROLE_ID", "VAULT_SECRET_ID",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SSM", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID", "COSMIAN_KMS_SECRET_TOKEN",
+)
+
+
+@dataclass
+class Launch:
+    """One finished run of kms-launch: exit code, output, and the stand-in's report if it ran."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    report: dict[str, Any] | None
+    launcher_pid: int
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    """The machine's environment without anything that would steer the launcher."""
+    env = {k: v for k, v in os.environ.items() if k not in _AMBIENT and not k.startswith("PYTEST_")}
+    env["HOME"] = str(tmp_path / "home")  # no ~/.vault-token, ~/.aws of the machine
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return env
+
+
+@pytest.fixture
+def run_launcher(tmp_path: Path, clean_env: dict[str, str]) -> Callable[..., Launch]:
+    """Run `python -m launcher ARGS`; by default exec the stand-in server, which reports back."""
+    counter = iter(range(1_000_000))
+
+    def run(
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        command: list[str] | None = None,
+        timeout: float = 60,
+    ) -> Launch:
+        report_path = tmp_path / f"report-{next(counter)}.json"
+        full_env = {**clean_env, **(env or {}), "STANDIN_REPORT": str(report_path)}
+        server = command if command is not None else [sys.executable, str(STANDIN)]
+        argv = [sys.executable, "-m", "launcher", *args, "--", *server]
+        process = subprocess.Popen(
+            argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=tmp_path,
+        )
+        stdout, stderr = process.communicate(timeout=timeout)
+        report = json.loads(report_path.read_text()) if report_path.exists() else None
+        return Launch(process.returncode, stdout, stderr, report, process.pid)
+
+    return run
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str], Path]:
+    """Write TOML text to a config file and return its path."""
+
+    def write(text: str, name: str = "kms.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def secrets_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "secrets"
+    path.mkdir()
+    return path
+
+
+# -- secret stores for the shared backend contract test (tests/test_backend_contract.py) --------
+# Each store is a fixture named `<backend>_store` yielding a SecretStore; add new backends to
+# CONTRACT_BACKENDS below and their fixture module to the imports.
+
+CONTRACT_BACKENDS = ["file", "env"]
+
+
+@pytest.fixture
+def file_store(secrets_dir: Path) -> Iterator[SecretStore]:
+    from tests.servers.secret_stores import FileStore
+
+    yield FileStore(secrets_dir)
+
+
+@pytest.fixture
+def env_store() -> Iterator[SecretStore]:
+    from tests.servers.secret_stores import EnvStore
+
+    yield EnvStore()

@@ -1,0 +1,51 @@
+"""The contract every backend passes: each reference gets its value, misses name the reference,
+no error text ever holds a value."""
+
+from __future__ import annotations
+
+import pytest
+
+from launcher import backends, refs, resolve
+from launcher.errors import Failures, SecretNotFound
+from tests.conftest import CONTRACT_BACKENDS
+from tests.servers.secret_stores import SecretStore
+
+VALUES = ["plain", 'quote " backslash \\ newline \n end', "ünïcødé ✓", "x" * 5000, "trailing space "]
+
+
+@pytest.fixture(params=CONTRACT_BACKENDS)
+def store(request: pytest.FixtureRequest) -> SecretStore:
+    return request.getfixturevalue(f"{request.param.replace('-', '_')}_store")
+
+
+def open_backend(store: SecretStore) -> backends.Backend:
+    return backends.load(store.backend)(store.environ(), resolve.Deadline(20))
+
+
+def test_every_reference_gets_its_own_value(store: SecretStore) -> None:
+    written = {store.put(value): value for value in VALUES}
+    backend = open_backend(store)
+    wanted = [refs.parse(text) for text in written]
+    values = resolve.resolve(backend, wanted)
+    assert {ref.text: value.decode() for ref, value in values.items()} == written
+
+
+def test_a_missing_secret_is_not_found_and_names_its_reference(store: SecretStore) -> None:
+    present = store.put("present-value")
+    missing = store.missing()
+    backend = open_backend(store)
+    with pytest.raises(Failures) as caught:
+        resolve.resolve(backend, [refs.parse(present), refs.parse(missing)])
+    assert [(type(e), e.ref) for e in caught.value.errors] == [(SecretNotFound, missing)]
+    assert caught.value.exit_code == 65
+
+
+def test_no_error_text_contains_a_value(store: SecretStore) -> None:
+    secret = "s3cr3t-contract-value-7f1d"
+    present = store.put(secret)
+    backend = open_backend(store)
+    with pytest.raises(Failures) as caught:
+        resolve.resolve(backend, [refs.parse(present), refs.parse(store.missing())])
+    for error in caught.value.errors:
+        assert secret not in error.line()
+        assert secret not in repr(error)
