@@ -52,21 +52,24 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
 
     backend = _open_backend(options.backend, wanted, environ, deadline)
     values: dict[Ref, bytes] = {}
-    if backend is not None:
-        try:
+    try:
+        if backend is not None:
             values = resolve.resolve(backend, wanted)
-        except Failures as failures:
-            if options.check:
-                _print_check(occurrences, failures.resolved, failures)
-            raise _located(failures, occurrences) from None
-        log.info(
-            "resolved %d references from %s in %.3fs", len(values), backend.name, deadline.elapsed()
-        )
+            log.info(
+                "resolved %d references from %s in %.3fs",
+                len(values),
+                backend.name,
+                deadline.elapsed(),
+            )
+        replacements = launch.deliver(values, _first_key_paths(occurrences))
+    except Failures as failures:
+        if options.check:
+            _print_check(occurrences, {**failures.resolved, **values}, failures)
+        raise _located(failures, occurrences) from None
     if options.check:
         _print_check(occurrences, values, None)
         return
 
-    replacements = launch.deliver(values, _first_key_paths(occurrences))
     config.substitute(occurrences, replacements)
     config_path = launch.sealed_memfd("kms.toml", config.dump(document))
     server_environ = launch.scrub_environment(
@@ -128,10 +131,12 @@ def _print_check(
     for occurrence in occurrences:
         for span in occurrence.spans:
             ref = span.ref
-            if ref in values:
+            if ref.text in reasons:
+                status = f"error\t{reasons[ref.text]}"
+            elif ref in values:
                 status = f"ok\t{len(values[ref])} bytes"
             else:
-                status = f"error\t{reasons.get(ref.text, 'not resolved: another failure stopped the run')}"
+                status = "error\tnot resolved: another failure stopped the run"
             print(f"{occurrence.key_path}\t{ref.text}\t{status}")
 
 

@@ -6,7 +6,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import tomlkit
@@ -47,10 +47,10 @@ class Occurrence:
     """A string value that holds one or more references, and where it sits in the document."""
 
     key_path: str
-    parent: Any  # the tomlkit table, inline table or array that holds the value
-    key: str | int
-    original: str
-    spans: tuple[refs.Span, ...]
+    parent: Any = field(repr=False)  # the tomlkit table, inline table or array holding it
+    key: str | int = field(repr=False)
+    original: str = field(repr=False)
+    spans: tuple[refs.Span, ...] = ()
 
 
 def load(path: str) -> TOMLDocument:

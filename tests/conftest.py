@@ -105,14 +105,14 @@ CONTRACT_BACKENDS = ["file", "env"]
 
 
 @pytest.fixture
-def file_store(secrets_dir: Path) -> Iterator[SecretStore]:
+def file_store(secrets_dir: Path) -> SecretStore:
     from tests.servers.secret_stores import FileStore
 
-    yield FileStore(secrets_dir)
+    return FileStore(secrets_dir)
 
 
 @pytest.fixture
-def env_store() -> Iterator[SecretStore]:
+def env_store() -> SecretStore:
     from tests.servers.secret_stores import EnvStore
 
-    yield EnvStore()
+    return EnvStore()
