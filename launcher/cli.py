@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import version as installed_version
 from typing import Annotated, NoReturn
 
 import typer
@@ -142,7 +141,9 @@ def _print_check(
 
 def _show_version(value: bool) -> None:
     if value:
-        print(f"kms-launch {installed_version('kms-launch')}")
+        from importlib.metadata import version  # 24 ms: only for --version, off the launch path
+
+        print(f"kms-launch {version('kms-launch')}")
         raise typer.Exit()
 
 
