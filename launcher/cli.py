@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
@@ -109,16 +110,17 @@ def _first_key_paths(occurrences: Sequence[config.Occurrence]) -> dict[Ref, str]
 
 def _located(failures: Failures, occurrences: Sequence[config.Occurrence]) -> Failures:
     """One error per place a failed reference is used, so each report line names its key."""
+    places: dict[str, list[str]] = {}
+    for occurrence in occurrences:
+        for span in occurrence.spans:
+            places.setdefault(span.ref.text, []).append(occurrence.key_path)
     located: list[LaunchError] = []
     for error in failures.errors:
-        places = [o.key_path for o in occurrences if any(s.ref.text == error.ref for s in o.spans)]
-        if error.key_path or not places:
+        if error.key_path or error.ref not in places:
             located.append(error)
             continue
-        for place in dict.fromkeys(places):
-            copy = type(error).__new__(type(error))
-            copy.__dict__.update(error.__dict__)
-            located.append(copy.at(place))
+        for place in dict.fromkeys(places[error.ref]):
+            located.append(copy.copy(error).at(place))
     return Failures(located)
 
 

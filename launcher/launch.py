@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ctypes
 import errno
 import fcntl
@@ -128,6 +126,9 @@ def _text(ref: Ref, value: bytes) -> str:
 
 
 def _base64_decode(ref: Ref, value: bytes) -> bytes:
+    import base64  # rarely needed: off the common launch path
+    import binascii
+
     try:
         # Line-wrapped base64 (as `base64` and PEM bodies write it) is common: drop whitespace.
         return base64.b64decode(b"".join(value.split()), validate=True)

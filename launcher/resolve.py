@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
 from launcher.errors import BackendUnavailable, BadReference, Failures, LaunchError
@@ -50,6 +48,8 @@ def retry(deadline: Deadline, attempt: Callable[[float], T]) -> T:
         try:
             return attempt(deadline.attempt_timeout())
         except BackendUnavailable as error:
+            import random  # only once something failed: keeps the common path's start-up lean
+
             delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (tries - 1)))  # noqa: S311
             if error.retry_after is not None:
                 delay = max(delay, error.retry_after)
@@ -79,6 +79,8 @@ def concurrently(
         for item in items:
             one(item)
     else:
+        from concurrent.futures import ThreadPoolExecutor  # not needed for one item or `file`
+
         with ThreadPoolExecutor(max_workers=min(limit, len(items))) as pool:
             for future in [pool.submit(one, item) for item in items]:
                 future.result()  # re-raise bugs; LaunchErrors were collected above
