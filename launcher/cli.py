@@ -35,6 +35,7 @@ class Options:
 def run(options: Options, environ: Mapping[str, str]) -> None:
     """The pipeline, top to bottom. Execs the server and never returns, unless in check mode."""
     launch.make_non_dumpable()
+    launch.exit_on_termination_signals()
     deadline = resolve.Deadline(options.timeout)
     # Looked up first: a typo in the command must not cost a round trip to the vault.
     executable, argv = ("", []) if options.check else launch.find_command(options.command, environ)

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import shutil
+import signal
 from collections.abc import Collection, Mapping, Sequence
 from typing import NoReturn
 
@@ -31,6 +32,20 @@ def make_non_dumpable() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def exit_on_termination_signals() -> None:
+    """Exit at once on SIGTERM/SIGINT/SIGHUP while resolving. As a container's PID 1 the kernel
+    drops signals that have no handler, so `docker stop` would otherwise wait for SIGKILL;
+    execve resets these handlers, so the server installs its own."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    # os._exit, not SystemExit: worker threads may sit in a network call; nothing needs cleanup
+    # (no file was written), and the memfds vanish with the process.
+    os._exit(128 + signum)
 
 
 def find_command(command: Sequence[str], environ: Mapping[str, str]) -> tuple[str, list[str]]:

@@ -1,0 +1,461 @@
+"""The `azure-kv` backend: Key Vault secrets (API 7.4), all read with one Azure AD token per run."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import msal
+import requests
+
+from launcher.backends import Backend, reject_field, reject_port
+
+# Shared HTTP plumbing (TLS hint, transport errors, Retry-After) lives with the other
+# requests-based backend.
+from launcher.backends.cosmian_kms import FinalUnavailable, retry_after, transport_error
+from launcher.errors import (
+    AccessDenied,
+    BackendUnavailable,
+    BadReference,
+    Failures,
+    LaunchError,
+    NotConfigured,
+    SecretNotFound,
+)
+from launcher.refs import Ref
+from launcher.resolve import Deadline, concurrently, retry
+
+API_VERSION = "7.4"
+CONCURRENCY = 16
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+PUBLIC_VAULT_DOMAIN = "vault.azure.net"
+# Sovereign clouds: the authority host decides the vaults' DNS suffix and the token's resource.
+SOVEREIGN_VAULT_DOMAINS = {
+    "login.microsoftonline.us": "vault.usgovcloudapi.net",
+    "login.chinacloudapi.cn": "vault.azure.cn",
+    "login.partner.microsoftonline.cn": "vault.azure.cn",
+}
+CREDENTIAL_VARIABLES = (
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+)
+_VAULT_NAME = re.compile(r"(?!.*--)[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]")
+_SECRET_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
+_VERSION = re.compile(r"[0-9a-zA-Z]{1,64}")
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,253}")
+_OAUTH_ERROR = re.compile(r"[a-z_]{1,64}")
+_PEM_KEY = re.compile(
+    r"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.DOTALL
+)
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+# Key Vault error codes safe to repeat: fixed identifiers, unlike the messages beside them.
+_VAULT_CODES = frozenset(
+    {
+        "BadParameter", "Forbidden", "SecretNotFound", "Unauthorized", "AccessDenied",
+        "ForbiddenByRbac", "ForbiddenByPolicy", "ForbiddenByFirewall", "ForbiddenByConnection",
+        "SecretDisabled",
+    }
+)  # fmt: skip
+_HINTS = {
+    7000215: "check AZURE_CLIENT_SECRET: the secret's value, not its ID",
+    7000222: "the client secret has expired",
+    700016: "check AZURE_CLIENT_ID and AZURE_TENANT_ID",
+    90002: "check AZURE_TENANT_ID and AZURE_AUTHORITY_HOST",
+    700027: "is this certificate registered on the application?",
+    700024: "is this machine's clock right?",
+    70021: "no federated credential of the application matches AZURE_FEDERATED_TOKEN_FILE",
+}
+
+# msal logs an answer it cannot parse verbatim, and a token endpoint may echo the credential it
+# was sent: nothing of msal's may reach stderr (a NullHandler also keeps logging's lastResort out).
+_msal_log = logging.getLogger("msal")
+_msal_log.addHandler(logging.NullHandler())
+_msal_log.propagate = False
+
+
+class AzureKeyVaultBackend(Backend):
+    """secret://<vault>/secrets/<name>[/<version>]: that Key Vault secret's value."""
+
+    name: ClassVar[str] = "azure-kv"
+
+    def __init__(self, environ: Mapping[str, str], deadline: Deadline) -> None:
+        super().__init__(environ, deadline)
+        self._authority_host = _authority_host(environ.get("AZURE_AUTHORITY_HOST"))
+        authority_name = urlsplit(self._authority_host).hostname or ""
+        vault_domain = SOVEREIGN_VAULT_DOMAINS.get(authority_name, PUBLIC_VAULT_DOMAIN)
+        self._scope = f"https://{vault_domain}/.default"
+        self._known_authority = authority_name in msal.authority.WELL_KNOWN_AUTHORITY_HOSTS
+        self._vault_url = _vault_url(environ.get("AZURE_KEYVAULT_URL"), vault_domain)
+        self._consumed: set[str] = set()
+        self._tenant, self._client_id, self._client_credential = self._identity()
+        self._verify = _ca_bundle(environ)
+        self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=CONCURRENCY)
+        self._session.mount("https://", adapter)
+        self._http = _MsalHttp(self._session, self._verify, deadline)
+        self._app: msal.ConfidentialClientApplication | None = None
+
+    def check(self, ref: Ref) -> None:
+        reject_field(ref)
+        reject_port(ref)
+        if not 2 <= len(ref.path) <= 3 or ref.path[0] != "secrets":
+            raise BadReference(
+                "expected secret://<vault>/secrets/<name>[/<version>]", ref=ref.text
+            )
+        if not _VAULT_NAME.fullmatch(ref.host):
+            raise BadReference(
+                f"{ref.host!r} is not a Key Vault name (3-24 letters, digits and single"
+                " hyphens, starting with a letter)",
+                ref=ref.text,
+            )
+        if not _SECRET_NAME.fullmatch(ref.path[1]):
+            raise BadReference(
+                f"{ref.path[1]!r} is not a Key Vault secret name (1-127 letters, digits, '-')",
+                ref=ref.text,
+            )
+        if len(ref.path) == 3 and not _VERSION.fullmatch(ref.path[2]):
+            raise BadReference(f"{ref.path[2]!r} is not a secret version", ref=ref.text)
+
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
+        if not refs:
+            return {}
+        # One token for every reference, acquired before fanning out (not once per thread).
+        try:
+            token = retry(self.deadline, self._acquire_token)
+        except LaunchError as error:
+            raise Failures([error]) from None
+        values, failures = concurrently(lambda ref: self._secret(ref, token), refs, CONCURRENCY)
+        if failures:
+            raise Failures(failures, resolved=values)
+        return values
+
+    def consumed_env(self) -> Collection[str]:
+        return self._consumed
+
+    # -- configuration
+
+    def _identity(self) -> tuple[str, str, str | dict[str, Any]]:
+        tenant = self.environ.get("AZURE_TENANT_ID", "")
+        client_id = self.environ.get("AZURE_CLIENT_ID", "")
+        missing = [name for name, value in (("AZURE_TENANT_ID", tenant), ("AZURE_CLIENT_ID", client_id)) if not value]  # fmt: skip
+        credential = self._client_credential_from_env()
+        if credential is None:
+            missing.append(f"one of {', '.join(CREDENTIAL_VARIABLES)}")
+        if missing or credential is None:
+            raise NotConfigured(
+                f"azure-kv needs {' and '.join(missing)} (the client secret may also be the"
+                " file azure-client-secret in $CREDENTIALS_DIRECTORY)"
+            )
+        if not _TENANT.fullmatch(tenant):
+            raise NotConfigured(f"AZURE_TENANT_ID={tenant!r} is not a tenant ID or domain")
+        return tenant, client_id, credential
+
+    def _client_credential_from_env(self) -> str | dict[str, Any] | None:
+        """The first credential set, in azure-identity's order: secret, certificate, workload
+        identity (the federated token file AKS projects into the pod)."""
+        secret = self.credential("AZURE_CLIENT_SECRET")
+        if secret:
+            return secret
+        certificate_path = self.environ.get("AZURE_CLIENT_CERTIFICATE_PATH")
+        if certificate_path:
+            password = self.environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None
+            if password:
+                self._consumed.add("AZURE_CLIENT_CERTIFICATE_PASSWORD")
+            return _certificate_credential(certificate_path, password)
+        token_file = self.environ.get("AZURE_FEDERATED_TOKEN_FILE")
+        if token_file:
+            assertion = FederatedToken(token_file)
+            assertion()  # unreadable now is a configuration error now, not a refused token later
+            return {"client_assertion": assertion}
+        return None
+
+    # -- Azure AD
+
+    def _acquire_token(self, timeout: float) -> str:
+        del timeout  # each of msal's requests takes its own from the deadline (see _MsalHttp)
+        try:
+            if self._app is None:
+                # Built here, inside the retry: the constructor already fetches the OpenID
+                # configuration from the authority.
+                self._app = msal.ConfidentialClientApplication(
+                    self._client_id,
+                    client_credential=self._client_credential,
+                    authority=f"{self._authority_host}/{self._tenant}",
+                    http_client=self._http,
+                    http_cache=_NoHttpCache(),
+                    instance_discovery=None if self._known_authority else False,
+                )
+            result = self._app.acquire_token_for_client(scopes=[self._scope])
+        except requests.RequestException as error:
+            raise transport_error(
+                error, ref=None, where=self._authority_host, ca_variable="REQUESTS_CA_BUNDLE"
+            ) from None
+        except (msal.exceptions.MsalServiceError, ValueError):
+            # msal's message may quote the answer: judge by what came back instead.
+            raise self._token_failure(None) from None
+        token = result.get("access_token") if isinstance(result, dict) else None
+        if isinstance(token, str) and token:
+            return token
+        raise self._token_failure(result)
+
+    def _token_failure(self, result: Any) -> LaunchError:
+        response = self._http.last
+        status = response.status_code if response is not None else None
+        if status is not None and (status == 429 or status >= 500):
+            return BackendUnavailable(
+                f"Azure AD answered HTTP {status}", retry_after=retry_after(response)  # type: ignore[arg-type]
+            )
+        error, codes = _oauth_error(result if isinstance(result, dict) else _json(response))
+        if error == "temporarily_unavailable":
+            return BackendUnavailable("Azure AD is temporarily unavailable")
+        if error or codes:
+            described = " ".join([error or "error", *(f"AADSTS{code}" for code in codes)])
+            hints = [_HINTS[code] for code in codes if code in _HINTS]
+            return AccessDenied(
+                f"Azure AD refused the token request: {described}"
+                + (f" ({'; '.join(hints)})" if hints else "")
+            )
+        if status in (401, 403):
+            return AccessDenied(f"Azure AD refused the token request (HTTP {status})")
+        return FinalUnavailable(
+            f"Azure AD at {self._authority_host} gave an answer that is not OAuth2 (HTTP {status})"
+        )
+
+    # -- Key Vault
+
+    def _secret(self, ref: Ref, token: str) -> bytes:
+        vault, name = ref.host, ref.path[1]
+        version = ref.path[2] if len(ref.path) == 3 else None
+        base = self._vault_url.replace("{vault}", vault)
+        url = f"{base}/secrets/{name}" + (f"/{version}" if version else "")
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+        def attempt(timeout: float) -> bytes:
+            try:
+                response = self._session.get(
+                    url,
+                    params={"api-version": API_VERSION},
+                    headers=headers,
+                    timeout=timeout,
+                    verify=self._verify,
+                    allow_redirects=False,  # a redirect could carry the token elsewhere
+                )
+            except requests.RequestException as error:
+                raise transport_error(
+                    error, ref=ref.text, where=base, ca_variable="REQUESTS_CA_BUNDLE"
+                ) from None
+            return _secret_value(ref, response, vault, name, version)
+
+        return retry(self.deadline, attempt)
+
+
+def _secret_value(
+    ref: Ref, response: requests.Response, vault: str, name: str, version: str | None
+) -> bytes:
+    status = response.status_code
+    # Never quote a body: an error message may hold what it is about.
+    document = _json(response)
+    if status == 200:
+        value = document.get("value")
+        if not isinstance(value, str):
+            raise FinalUnavailable("Key Vault answered 200 without a string value", ref=ref.text)
+        return value.encode("utf-8")
+    code, inner = _vault_codes(document)
+    if status == 404 and code == "SecretNotFound":
+        shown = f"{name} version {version}" if version else name
+        raise SecretNotFound(f"vault {vault} has no secret {shown}", ref=ref.text)
+    if status == 401:
+        raise AccessDenied(
+            "Key Vault refused the token (401 Unauthorized): is the vault in tenant"
+            " AZURE_TENANT_ID?",
+            ref=ref.text,
+        )
+    if status == 403:
+        raise AccessDenied(
+            f"Key Vault denied access (403 {inner or code or 'Forbidden'}): the application"
+            " needs 'get' on secrets (access policy or Key Vault Secrets User role), or a"
+            " firewall rule blocks this address",
+            ref=ref.text,
+        )
+    if status == 400:
+        raise BadReference(f"Key Vault rejected the request (400 {code or 'Bad Request'})", ref=ref.text)
+    if status == 429 or status >= 500:
+        raise BackendUnavailable(
+            f"Key Vault answered HTTP {status}", ref=ref.text, retry_after=retry_after(response)
+        )
+    raise FinalUnavailable(
+        f"Key Vault answered HTTP {status}{f' {code}' if code else ''}: is {vault} reachable at"
+        " this URL (AZURE_KEYVAULT_URL)?",
+        ref=ref.text,
+    )
+
+
+class _MsalHttp:
+    """The HTTP client msal is given: our session, our CA bundle, per-request timeouts from the
+    deadline. It keeps the last answer so a failure is judged by its status, never quoted."""
+
+    def __init__(self, session: requests.Session, verify: bool | str, deadline: Deadline) -> None:
+        self._session = session
+        self._verify = verify
+        self._deadline = deadline
+        self.last: requests.Response | None = None
+
+    def get(self, url: str, params: Any = None, headers: Any = None, **_: Any) -> requests.Response:
+        return self._send("GET", url, params=params, headers=headers)
+
+    def post(
+        self, url: str, params: Any = None, data: Any = None, headers: Any = None, **_: Any
+    ) -> requests.Response:
+        return self._send("POST", url, params=params, data=data, headers=headers)
+
+    def close(self) -> None:
+        pass  # the session is the backend's
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        self.last = None
+        self.last = self._session.request(
+            method,
+            url,
+            timeout=self._deadline.attempt_timeout(),
+            verify=self._verify,
+            allow_redirects=False,
+            **kwargs,
+        )
+        return self.last
+
+
+class _NoHttpCache(dict[str, Any]):
+    """msal's http_cache that keeps nothing. msal replays a 429/5xx from this cache for up to
+    Retry-After (5 s by default) instead of asking again; our retry loop already honours
+    Retry-After within the deadline, and one run builds one app, so a cache buys nothing."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        pass
+
+
+class FederatedToken:
+    """msal's client assertion for workload identity: the token the kubelet projects into the
+    pod, read again on each token request because it is rotated."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self) -> str:
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                token = file.read().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or "not UTF-8 text"
+            raise NotConfigured(f"AZURE_FEDERATED_TOKEN_FILE={self.path}: {reason}") from None
+        if not token:
+            raise NotConfigured(f"AZURE_FEDERATED_TOKEN_FILE={self.path} is empty")
+        return token
+
+
+def _certificate_credential(path: str, password: str | None) -> dict[str, Any]:
+    """msal's certificate credential from a PEM file holding the private key and certificate."""
+    try:
+        with open(path, "rb") as file:
+            text = file.read().decode("ascii")
+    except OSError as error:
+        raise NotConfigured(f"AZURE_CLIENT_CERTIFICATE_PATH={path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise NotConfigured(f"AZURE_CLIENT_CERTIFICATE_PATH={path}: not a PEM file") from None
+    key = _PEM_KEY.search(text)
+    certificates = _PEM_CERTIFICATE.findall(text)
+    if key is None or not certificates:
+        raise NotConfigured(
+            f"AZURE_CLIENT_CERTIFICATE_PATH={path}: expected PEM with a private key and a certificate"
+        )
+    # Only certificate users pay for this import. Loading the key now turns a wrong password
+    # into a configuration error here rather than an obscure one inside msal.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        load_pem_private_key(key.group(0).encode(), password.encode() if password else None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise NotConfigured(
+            f"AZURE_CLIENT_CERTIFICATE_PATH={path}: cannot load the private key"
+            " (wrong or missing AZURE_CLIENT_CERTIFICATE_PASSWORD?)"
+        ) from None
+    # With the certificate and no SHA-1 thumbprint, msal signs PS256 with an x5t#S256 header.
+    credential: dict[str, Any] = {
+        "private_key": key.group(0),
+        "public_certificate": "\n".join(certificates),
+    }
+    if password:
+        credential["passphrase"] = password
+    return credential
+
+
+def _authority_host(value: str | None) -> str:
+    host = (value or DEFAULT_AUTHORITY).strip().rstrip("/")
+    if "://" not in host:
+        host = f"https://{host}"  # as azure-identity accepts a bare host name
+    if urlsplit(host).scheme != "https" or not urlsplit(host).hostname:
+        raise NotConfigured(f"AZURE_AUTHORITY_HOST={value} must be an https:// URL")
+    return host
+
+
+def _vault_url(value: str | None, vault_domain: str) -> str:
+    """The vault base URL, `{vault}` standing for the reference's vault name."""
+    if not value:
+        return f"https://{{vault}}.{vault_domain}"
+    url = value.strip().rstrip("/")
+    if urlsplit(url.replace("{vault}", "vault")).scheme != "https":
+        raise NotConfigured(
+            f"AZURE_KEYVAULT_URL={value} must be an https:// URL: the token must not travel in clear"
+        )
+    return url
+
+
+def _ca_bundle(environ: Mapping[str, str]) -> bool | str:
+    """requests' `verify`, passed on every request: requests would otherwise let the process's
+    REQUESTS_CA_BUNDLE override the session's setting."""
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        path = environ.get(variable)
+        if path:
+            if not os.path.exists(path):
+                raise NotConfigured(f"{variable}={path}: no such CA file")
+            return path
+    return True
+
+
+def _json(response: requests.Response | None) -> dict[str, Any]:
+    if response is None:
+        return {}
+    try:
+        document = response.json()
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _oauth_error(document: Mapping[str, Any]) -> tuple[str | None, list[int]]:
+    """The OAuth2 error name and AADSTS codes of an Azure AD answer; never its description."""
+    error = document.get("error")
+    codes = document.get("error_codes")
+    return (
+        error if isinstance(error, str) and _OAUTH_ERROR.fullmatch(error) else None,
+        [code for code in codes if isinstance(code, int)][:3] if isinstance(codes, list) else [],
+    )
+
+
+def _vault_codes(document: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """Key Vault's error code and inner error code, when they are ones we know."""
+    error = document.get("error")
+    if not isinstance(error, dict):
+        return None, None
+    inner = error.get("innererror")
+    inner_code = inner.get("code") if isinstance(inner, dict) else None
+    code = error.get("code")
+    return (
+        code if isinstance(code, str) and code in _VAULT_CODES else None,
+        inner_code if isinstance(inner_code, str) and inner_code in _VAULT_CODES else None,
+    )

@@ -1,0 +1,303 @@
+"""The `cosmian-kms` backend: SecretData and OpaqueObject bytes from a Cosmian KMS over KMIP 2.1 JSON."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv6Address
+from typing import Any, ClassVar
+
+import requests
+import urllib3
+
+from launcher.backends import Backend, reject_field
+from launcher.errors import (
+    EX_UNAVAILABLE,
+    AccessDenied,
+    BackendUnavailable,
+    BadReference,
+    BadSecretValue,
+    Failures,
+    LaunchError,
+    NotConfigured,
+    SecretNotFound,
+)
+from launcher.refs import Ref
+from launcher.resolve import Deadline, concurrently, retry
+
+log = logging.getLogger("kms-launch")
+
+DEFAULT_PORT = 9998
+CONCURRENCY = 16
+PATH = "/kmip/2_1"
+# Plain http only for exactly these: a prefix match, as in the KMS, would send
+# `localhost.evil.example` in clear.
+PLAIN_HTTP_HOSTS = frozenset({"localhost", "127.0.0.1"})
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
+_TYPE_NAME = re.compile(r"[A-Za-z]{1,40}")
+_USABLE_TYPES = ("SecretData", "OpaqueObject")
+# KMIP enumerations may also be written as hex integers (KMIP 2.1 JSON profile).
+_OBJECT_TYPE_CODES = {0x02: "SymmetricKey", 0x03: "PublicKey", 0x04: "PrivateKey", 0x07: "SecretData", 0x08: "OpaqueObject"}  # fmt: skip
+_TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0", ""})
+
+
+class FinalUnavailable(LaunchError):
+    """Exit 69 but final: retrying cannot fix an untrusted certificate or an answer we cannot read."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class CosmianKmsBackend(Backend):
+    """secret://<host>[:<port>]/<object-id>: a KMIP Get of that object, its bytes as the value."""
+
+    name: ClassVar[str] = "cosmian-kms"
+
+    def __init__(self, environ: Mapping[str, str], deadline: Deadline) -> None:
+        super().__init__(environ, deadline)
+        self._token = self.credential("COSMIAN_KMS_SECRET_TOKEN")
+        self._verify = self._verification()
+        self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_maxsize=CONCURRENCY)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+
+    def check(self, ref: Ref) -> None:
+        reject_field(ref)
+        if len(ref.path) != 1 or not ref.path[0]:
+            raise BadReference("expected secret://<host>[:<port>]/<object-id>", ref=ref.text)
+        if not ref.host.startswith("[") and not _HOSTNAME.fullmatch(ref.host):
+            raise BadReference(f"{ref.host!r} is not a host name", ref=ref.text)
+
+    def url(self, ref: Ref) -> str:
+        """The KMIP endpoint of the KMS a reference names: http only for the loopback names."""
+        plain = ref.host in PLAIN_HTTP_HOSTS or (
+            ref.host.startswith("[") and IPv6Address(ref.host[1:-1]) == IPv6Address("::1")
+        )
+        return f"{'http' if plain else 'https'}://{ref.host}:{ref.port or DEFAULT_PORT}{PATH}"
+
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
+        values, failures = concurrently(self._get, refs, CONCURRENCY)
+        if failures:
+            raise Failures(failures, resolved=values)
+        return values
+
+    def _verification(self) -> bool | str:
+        """requests' `verify`: False, a CA bundle path, or True for the system store. Passed on
+        every request, because requests lets the process's REQUESTS_CA_BUNDLE override True."""
+        insecure = self.environ.get("COSMIAN_KMS_INSECURE_CERTS", "").strip().lower()
+        if insecure not in _TRUE | _FALSE:
+            raise NotConfigured("COSMIAN_KMS_INSECURE_CERTS must be true, 1, false or 0")
+        if insecure in _TRUE:
+            # Still TLS, just unauthenticated: the operator asked for it, say so once.
+            log.warning("COSMIAN_KMS_INSECURE_CERTS is set: KMS certificates are not verified")
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            return False
+        for variable in ("COSMIAN_KMS_CA_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            path = self.environ.get(variable)
+            if path:
+                if not os.path.exists(path):
+                    raise NotConfigured(f"{variable}={path}: no such CA file")
+                return path
+        return True
+
+    def _get(self, ref: Ref) -> bytes:
+        url = self.url(ref)
+        uid = ref.path[0]
+        body = {
+            "tag": "Get",
+            "value": [
+                {"tag": "UniqueIdentifier", "type": "TextString", "value": uid},
+                {"tag": "KeyWrapType", "type": "Enumeration", "value": "AsRegistered"},
+            ],
+        }
+        headers = {"Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+
+        def attempt(timeout: float) -> bytes:
+            try:
+                response = self._session.post(
+                    url,
+                    json=body,
+                    headers=headers,
+                    timeout=timeout,
+                    verify=self._verify,
+                    allow_redirects=False,  # a redirect could carry the bearer token elsewhere
+                )
+            except requests.RequestException as error:
+                where = url.rsplit(PATH, 1)[0]
+                raise transport_error(
+                    error, ref=ref.text, where=where, ca_variable="COSMIAN_KMS_CA_CERT"
+                ) from None
+            return self._answer(ref, uid, response)
+
+        return retry(self.deadline, attempt)
+
+    def _answer(self, ref: Ref, uid: str, response: requests.Response) -> bytes:
+        status = response.status_code
+        # Never quote a body here: the KMS may echo what it holds.
+        if status == 200:
+            try:
+                answer = response.json()
+            except ValueError:
+                raise FinalUnavailable(
+                    "the KMS answered 200 with a body that is not JSON", ref=ref.text
+                ) from None
+            return object_bytes(answer, ref)
+        if status == 401:
+            hint = (
+                "the KMS refused the token in COSMIAN_KMS_SECRET_TOKEN"
+                if self._token
+                else "the KMS requires authentication: set COSMIAN_KMS_SECRET_TOKEN"
+            )
+            raise AccessDenied(f"{hint} (401 Unauthorized)", ref=ref.text)
+        if status == 403:
+            raise AccessDenied("the KMS denied access to this object (403 Forbidden)", ref=ref.text)
+        if status == 422:
+            raise SecretNotFound(
+                f"the KMS has no object {uid!r} readable with these credentials (422)",
+                ref=ref.text,
+            )
+        if status == 429 or status >= 500:
+            raise BackendUnavailable(
+                f"the KMS answered HTTP {status}", ref=ref.text, retry_after=retry_after(response)
+            )
+        raise FinalUnavailable(
+            f"the KMS answered HTTP {status}: is {response.url} a Cosmian KMS KMIP 2.1 endpoint?",
+            ref=ref.text,
+        )
+
+
+def object_bytes(answer: Any, ref: Ref) -> bytes:
+    """The bytes of a SecretData or OpaqueObject in a KMIP 2.1 JSON GetResponse."""
+    items = _children(answer, "GetResponse")
+    if items is None:
+        raise FinalUnavailable("the KMS answer is not a KMIP GetResponse", ref=ref.text)
+    declared = _leaf(items, "ObjectType")
+    if isinstance(declared, str) and declared.startswith("0x"):
+        declared = _OBJECT_TYPE_CODES.get(int(declared, 16), declared)
+    # The object is tagged by its type name (current servers) or `Object` (older ones).
+    found = [
+        item
+        for item in items
+        if isinstance(item, dict) and item.get("tag") not in ("ObjectType", "UniqueIdentifier")
+    ]
+    if len(found) != 1 or not isinstance(found[0].get("value"), list):
+        raise FinalUnavailable("the KMS answer holds no object", ref=ref.text)
+    tag = found[0]["tag"]
+    object_type = tag if tag != "Object" else declared
+    if object_type not in _USABLE_TYPES:
+        shown = object_type if isinstance(object_type, str) and _TYPE_NAME.fullmatch(object_type) else "another type"  # fmt: skip
+        raise BadSecretValue(
+            f"the object is a {shown}, not SecretData or OpaqueObject", ref=ref.text
+        )
+    content: list[Any] = found[0]["value"]
+    if object_type == "OpaqueObject":
+        data = _leaf(content, "OpaqueDataValue")
+    else:
+        block = _children_of(content, "KeyBlock") or []
+        if _find(block, "KeyWrappingData") is not None:
+            raise BadSecretValue(
+                "the object is stored wrapped by another key; store it unwrapped", ref=ref.text
+            )
+        key_value = _children_of(block, "KeyValue") or []
+        material = _find(key_value, "KeyMaterial")
+        data = material.get("value") if material else None
+        if isinstance(data, list):  # a structure holding the bytes as `Key`
+            data = _leaf(data, "Key")
+    if not isinstance(data, str):
+        raise FinalUnavailable("the KMS answer holds no object bytes", ref=ref.text)
+    try:
+        return bytes.fromhex(data)  # either case
+    except ValueError:
+        raise FinalUnavailable("the object bytes in the KMS answer are not hex", ref=ref.text) from None
+
+
+def _find(items: list[Any], tag: str) -> dict[str, Any] | None:
+    for item in items:
+        if isinstance(item, dict) and item.get("tag") == tag:
+            return item
+    return None
+
+
+def _leaf(items: list[Any], tag: str) -> Any:
+    item = _find(items, tag)
+    return None if item is None else item.get("value")
+
+
+def _children(node: Any, tag: str) -> list[Any] | None:
+    if isinstance(node, dict) and node.get("tag") == tag and isinstance(node.get("value"), list):
+        return list(node["value"])
+    return None
+
+
+def _children_of(items: list[Any], tag: str) -> list[Any] | None:
+    return _children(_find(items, tag), tag)
+
+
+def retry_after(response: requests.Response) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if there is one."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def transport_error(
+    error: requests.RequestException, *, ref: str | None, where: str, ca_variable: str
+) -> LaunchError:
+    """Our error for an exchange that failed below HTTP. Only the TLS reason is taken from the
+    exception's text: the rest of it may hold a URL with a query, never worth the risk."""
+    if isinstance(error, requests.exceptions.SSLError):
+        reason = _verify_failure(error)
+        if reason is not None:
+            return FinalUnavailable(
+                f"the TLS certificate of {where} is not trusted ({reason}): set {ca_variable}"
+                " to the CA that signed it",
+                ref=ref,
+            )
+        return BackendUnavailable(f"TLS handshake with {where} failed", ref=ref)
+    if isinstance(error, requests.exceptions.Timeout):
+        return BackendUnavailable(f"{where} timed out", ref=ref)
+    if isinstance(error, requests.exceptions.ConnectionError):
+        return BackendUnavailable(f"cannot connect to {where}{_socket_reason(error)}", ref=ref)
+    return FinalUnavailable(f"request to {where} failed ({type(error).__name__})", ref=ref)
+
+
+_VERIFY_FAILED = re.compile(r"certificate verify failed: ([^()'\"]{1,120}?)\s*\(_ssl")
+
+
+def _verify_failure(error: Exception) -> str | None:
+    """OpenSSL's reason if certificate verification failed (as opposed to a broken handshake)."""
+    text = str(error)
+    if "CERTIFICATE_VERIFY_FAILED" not in text and "certificate verify failed" not in text:
+        return None
+    match = _VERIFY_FAILED.search(text)
+    return match.group(1) if match else "certificate verify failed"
+
+
+def _socket_reason(error: Exception) -> str:
+    text = str(error)
+    for needle, reason in (
+        ("Connection refused", "connection refused"),
+        ("Connection reset", "connection reset"),
+        ("Name or service not known", "unknown host"),
+        ("Temporary failure in name resolution", "name resolution failed"),
+        ("RemoteDisconnected", "the server closed the connection"),
+    ):
+        if needle in text:
+            return f": {reason}"
+    return ""
