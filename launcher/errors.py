@@ -91,6 +91,13 @@ class BackendUnavailable(LaunchError):
         self.retry_after = retry_after  # seconds the server asked us to wait, if it said
 
 
+class BackendFailed(LaunchError):
+    """The backend cannot be used and retrying will not change that (an untrusted certificate,
+    an answer that is not the service's): 69 at once, never retried."""
+
+    exit_code = EX_UNAVAILABLE
+
+
 class AccessDenied(LaunchError):
     """The backend refused the credentials or the permission."""
 

@@ -40,8 +40,9 @@ class Deadline:
 
 
 def retry(deadline: Deadline, attempt: Callable[[float], T]) -> T:
-    """Run attempt(timeout) until it succeeds; retry BackendUnavailable with backoff and full
-    jitter (at least Retry-After) while the deadline allows; any other error is final at once."""
+    """Run attempt(timeout) until it succeeds. BackendUnavailable is retried after a backoff
+    (exponential, full jitter, at least the server's Retry-After) while the deadline allows,
+    the last wait cut short so the whole deadline is used; any other error is final at once."""
     tries = 0
     while True:
         tries += 1
@@ -50,16 +51,16 @@ def retry(deadline: Deadline, attempt: Callable[[float], T]) -> T:
         except BackendUnavailable as error:
             import random  # only once something failed: keeps the common path's start-up lean
 
-            delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (tries - 1)))  # noqa: S311
-            if error.retry_after is not None:
-                delay = max(delay, error.retry_after)
-            if deadline.remaining() - delay < MIN_ATTEMPT:
+            room = deadline.remaining() - MIN_ATTEMPT  # what a wait may use and still try again
+            wait_at_least = error.retry_after or 0.0
+            if room <= 0 or wait_at_least > room:
                 raise BackendUnavailable(
                     f"{error.message} (gave up after {tries} attempt{'s' * (tries > 1)}"
                     f" in {deadline.elapsed():.1f}s)",
                     ref=error.ref,
                 ) from None
-            time.sleep(delay)
+            backoff = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (tries - 1)))  # noqa: S311
+            time.sleep(min(max(backoff, wait_at_least), room))
 
 
 def concurrently(

@@ -104,9 +104,7 @@ class AzureKeyVaultBackend(Backend):
         reject_field(ref)
         reject_port(ref)
         if not 2 <= len(ref.path) <= 3 or ref.path[0] != "secrets":
-            raise BadReference(
-                "expected secret://<vault>/secrets/<name>[/<version>]", ref=ref.text
-            )
+            raise BadReference("expected secret://<vault>/secrets/<name>[/<version>]", ref=ref.text)
         if not _VAULT_NAME.fullmatch(ref.host):
             raise BadReference(
                 f"{ref.host!r} is not a Key Vault name (3-24 letters, digits and single"
@@ -142,7 +140,9 @@ class AzureKeyVaultBackend(Backend):
     def _identity(self) -> tuple[str, str, str | dict[str, Any]]:
         tenant = self.environ.get("AZURE_TENANT_ID", "")
         client_id = self.environ.get("AZURE_CLIENT_ID", "")
-        missing = [name for name, value in (("AZURE_TENANT_ID", tenant), ("AZURE_CLIENT_ID", client_id)) if not value]  # fmt: skip
+        missing = [
+            name for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID") if not self.environ.get(name)
+        ]
         credential = self._client_credential_from_env()
         if credential is None:
             missing.append(f"one of {', '.join(CREDENTIAL_VARIABLES)}")
@@ -206,9 +206,9 @@ class AzureKeyVaultBackend(Backend):
     def _token_failure(self, result: Any) -> LaunchError:
         response = self._http.last
         status = response.status_code if response is not None else None
-        if status is not None and (status == 429 or status >= 500):
+        if response is not None and (response.status_code == 429 or response.status_code >= 500):
             return BackendUnavailable(
-                f"Azure AD answered HTTP {status}", retry_after=retry_after(response)  # type: ignore[arg-type]
+                f"Azure AD answered HTTP {response.status_code}", retry_after=retry_after(response)
             )
         error, codes = _oauth_error(result if isinstance(result, dict) else _json(response))
         if error == "temporarily_unavailable":
@@ -283,7 +283,9 @@ def _secret_value(
             ref=ref.text,
         )
     if status == 400:
-        raise BadReference(f"Key Vault rejected the request (400 {code or 'Bad Request'})", ref=ref.text)
+        raise BadReference(
+            f"Key Vault rejected the request (400 {code or 'Bad Request'})", ref=ref.text
+        )
     if status == 429 or status >= 500:
         raise BackendUnavailable(
             f"Key Vault answered HTTP {status}", ref=ref.text, retry_after=retry_after(response)

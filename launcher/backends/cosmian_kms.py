@@ -34,7 +34,7 @@ log = logging.getLogger("kms-launch")
 DEFAULT_PORT = 9998
 CONCURRENCY = 16
 PATH = "/kmip/2_1"
-# Plain http only for exactly these: a prefix match, as in the KMS, would send
+# Plain http only for exactly these (and [::1]): a prefix match, as in the KMS, would send
 # `localhost.evil.example` in clear.
 PLAIN_HTTP_HOSTS = frozenset({"localhost", "127.0.0.1"})
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -42,7 +42,14 @@ _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
 _TYPE_NAME = re.compile(r"[A-Za-z]{1,40}")
 _USABLE_TYPES = ("SecretData", "OpaqueObject")
 # KMIP enumerations may also be written as hex integers (KMIP 2.1 JSON profile).
-_OBJECT_TYPE_CODES = {0x02: "SymmetricKey", 0x03: "PublicKey", 0x04: "PrivateKey", 0x07: "SecretData", 0x08: "OpaqueObject"}  # fmt: skip
+_OBJECT_TYPE_CODES = {
+    0x01: "Certificate",
+    0x02: "SymmetricKey",
+    0x03: "PublicKey",
+    0x04: "PrivateKey",
+    0x07: "SecretData",
+    0x08: "OpaqueObject",
+}
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0", ""})
 
 
@@ -178,10 +185,6 @@ def object_bytes(answer: Any, ref: Ref) -> bytes:
     items = _children(answer, "GetResponse")
     if items is None:
         raise FinalUnavailable("the KMS answer is not a KMIP GetResponse", ref=ref.text)
-    declared = _leaf(items, "ObjectType")
-    if isinstance(declared, str) and declared.startswith("0x"):
-        declared = _OBJECT_TYPE_CODES.get(int(declared, 16), declared)
-    # The object is tagged by its type name (current servers) or `Object` (older ones).
     found = [
         item
         for item in items
@@ -189,12 +192,12 @@ def object_bytes(answer: Any, ref: Ref) -> bytes:
     ]
     if len(found) != 1 or not isinstance(found[0].get("value"), list):
         raise FinalUnavailable("the KMS answer holds no object", ref=ref.text)
-    tag = found[0]["tag"]
-    object_type = tag if tag != "Object" else declared
+    object_type = _object_type(found[0].get("tag"), _leaf(items, "ObjectType"))
     if object_type not in _USABLE_TYPES:
-        shown = object_type if isinstance(object_type, str) and _TYPE_NAME.fullmatch(object_type) else "another type"  # fmt: skip
         raise BadSecretValue(
-            f"the object is a {shown}, not SecretData or OpaqueObject", ref=ref.text
+            f"the object is a {object_type or 'type this launcher does not know'},"
+            " not SecretData or OpaqueObject",
+            ref=ref.text,
         )
     content: list[Any] = found[0]["value"]
     if object_type == "OpaqueObject":
@@ -205,9 +208,7 @@ def object_bytes(answer: Any, ref: Ref) -> bytes:
             raise BadSecretValue(
                 "the object is stored wrapped by another key; store it unwrapped", ref=ref.text
             )
-        key_value = _children_of(block, "KeyValue") or []
-        material = _find(key_value, "KeyMaterial")
-        data = material.get("value") if material else None
+        data = _leaf(_children_of(block, "KeyValue") or [], "KeyMaterial")
         if isinstance(data, list):  # a structure holding the bytes as `Key`
             data = _leaf(data, "Key")
     if not isinstance(data, str):
@@ -215,7 +216,19 @@ def object_bytes(answer: Any, ref: Ref) -> bytes:
     try:
         return bytes.fromhex(data)  # either case
     except ValueError:
-        raise FinalUnavailable("the object bytes in the KMS answer are not hex", ref=ref.text) from None
+        raise FinalUnavailable("the KMS answer's object bytes are not hex", ref=ref.text) from None
+
+
+def _object_type(tag: Any, declared: Any) -> str | None:
+    """The object's type name: its tag (current servers), else for the tag `Object` (older
+    ones) the ObjectType, a name or a hex code. None if it is nothing we may repeat."""
+    name = declared if tag == "Object" else tag
+    if isinstance(name, str) and name.startswith("0x"):
+        try:
+            name = _OBJECT_TYPE_CODES.get(int(name, 16))
+        except ValueError:
+            return None
+    return name if isinstance(name, str) and _TYPE_NAME.fullmatch(name) else None
 
 
 def _find(items: list[Any], tag: str) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import ssl
 from collections.abc import Iterator, Mapping, Sequence
@@ -10,6 +11,7 @@ from typing import Any, ClassVar
 
 import hvac
 import requests
+import urllib3
 from hvac.utils import format_url
 from requests.adapters import HTTPAdapter
 
@@ -39,6 +41,7 @@ _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
 _JSON_TYPES = {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}
 
 Secret = tuple[str, str]  # (mount, path): the unit of one read
+log = logging.getLogger("kms-launch")
 
 
 class _Final(Exception):
@@ -111,6 +114,9 @@ class VaultBackend(Backend):
         skip = self.environ.get("VAULT_SKIP_VERIFY", "")
         if skip in _TRUE:
             verify = False
+            # One line of ours instead of urllib3's multi-line warning from every thread.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+            log.warning("VAULT_SKIP_VERIFY: the certificate of %s is not verified", self.address)
         elif skip and skip not in _FALSE:
             raise NotConfigured(f"VAULT_SKIP_VERIFY={skip!r} is not a boolean")
         else:
@@ -205,14 +211,7 @@ class VaultBackend(Backend):
                     method, url, raise_exception=False, timeout=timeout, **kwargs
                 )
             except requests.exceptions.SSLError as error:
-                if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in _causes(error)):
-                    raise _Final(
-                        BackendUnavailable(
-                            f"the TLS certificate of {self.address} failed verification: set"
-                            " VAULT_CACERT to the CA that signed it"
-                        )
-                    ) from None
-                raise BackendUnavailable(f"TLS handshake with {self.address} failed") from None
+                raise _tls_error(error, self.address) from None
             except (
                 requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema,
@@ -224,6 +223,13 @@ class VaultBackend(Backend):
             except requests.exceptions.RequestException as error:
                 raise BackendUnavailable(
                     f"cannot reach Vault at {self.address}: {_reason(error, timeout)}"
+                ) from None
+            except OSError as error:  # requests' check that the CA and client cert files exist
+                raise _Final(
+                    NotConfigured(
+                        f"cannot use the TLS files of VAULT_CACERT / VAULT_CLIENT_CERT /"
+                        f" VAULT_CLIENT_KEY: {error}"
+                    )
                 ) from None
             if isinstance(answer, dict):  # hvac's JSONAdapter parses a 200 answer
                 return answer
@@ -259,6 +265,31 @@ def _status_error(response: requests.Response, what: str, login: bool) -> Launch
     if status == 200:
         return _Final(BackendUnavailable(f"Vault answered {what} with a body that is not JSON"))
     return _Final(BackendUnavailable(f"Vault answered HTTP {status} ({what})"))
+
+
+def _tls_error(error: requests.exceptions.SSLError, address: str) -> LaunchError | _Final:
+    """Retry only a handshake cut short; a certificate or TLS setting that fails now will fail
+    on every attempt."""
+    causes = list(_causes(error))
+    if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes):
+        return _Final(
+            BackendUnavailable(
+                f"the TLS certificate of {address} failed verification: set VAULT_CACERT to the"
+                " CA that signed it"
+            )
+        )
+    if any(isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError) for cause in causes):
+        return BackendUnavailable(f"TLS handshake with {address} was cut short")
+    reason = next(
+        (cause.reason for cause in causes if isinstance(cause, ssl.SSLError) and cause.reason),
+        "SSLError",
+    )
+    return _Final(
+        BackendUnavailable(
+            f"TLS with {address} failed ({reason}): check VAULT_ADDR, VAULT_CACERT,"
+            " VAULT_CLIENT_CERT and VAULT_CLIENT_KEY"
+        )
+    )
 
 
 def _field(data: Mapping[str, Any], ref: Ref, secret: Secret) -> bytes:
