@@ -13,7 +13,7 @@ import certifi
 import pytest
 
 from tests.conftest import Launch
-from tests.servers.counting_proxy import CountingProxy
+from tests.servers.fault_proxy import FaultProxy
 from tests.servers.moto_ssm import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 from tests.servers.openbao import OpenBao
 
@@ -29,13 +29,13 @@ def fresh(moto_ssm: MotoServer) -> MotoServer:
 
 
 @pytest.fixture
-def proxy(moto_ssm: MotoServer) -> Iterator[CountingProxy]:
-    with CountingProxy(moto_ssm.url) as counting:
+def proxy(moto_ssm: MotoServer) -> Iterator[FaultProxy]:
+    with FaultProxy.for_url(moto_ssm.url) as counting:
         yield counting
 
 
 @pytest.fixture
-def keys_env(proxy: CountingProxy) -> dict[str, str]:
+def keys_env(proxy: FaultProxy) -> dict[str, str]:
     """Keys in the environment, SSM reached through the counting proxy."""
     return {"AWS_ENDPOINT_URL_SSM": proxy.url, **KEYS}
 
@@ -83,7 +83,7 @@ def test_an_embedded_reference_keeps_the_text_around_it(fresh: MotoServer, launc
 
 @pytest.mark.parametrize(("names", "calls"), [(1, 1), (10, 1), (11, 2), (25, 3)])
 def test_names_are_fetched_ten_per_get_parameters_call(
-    fresh: MotoServer, launch: Callable[..., Launch], proxy: CountingProxy, names: int, calls: int
+    fresh: MotoServer, launch: Callable[..., Launch], proxy: FaultProxy, names: int, calls: int
 ) -> None:
     for i in range(names):
         fresh.put(f"/kms/p{i}", f"value-{i}")
@@ -107,7 +107,7 @@ def test_each_region_is_asked_for_its_own_names(fresh: MotoServer, launch: Calla
 
 
 def test_a_version_selector_is_written_as_percent_3a(
-    fresh: MotoServer, launch: Callable[..., Launch], proxy: CountingProxy
+    fresh: MotoServer, launch: Callable[..., Launch], proxy: FaultProxy
 ) -> None:
     fresh.put("/kms/db", "version-one")
     fresh.put("/kms/db", "version-two")
@@ -131,7 +131,7 @@ def test_a_label_selector_is_written_as_percent_3a(fresh: MotoServer, launch: Ca
 
 
 def test_keys_are_read_from_the_credentials_directory(
-    fresh: MotoServer, launch: Callable[..., Launch], proxy: CountingProxy, tmp_path: Path
+    fresh: MotoServer, launch: Callable[..., Launch], proxy: FaultProxy, tmp_path: Path
 ) -> None:
     fresh.put("/kms/db", "via-credentials")
     credentials = tmp_path / "credentials"
@@ -154,7 +154,7 @@ def test_credentials_are_scrubbed_from_the_server_environment(
     assert environ["AWS_ENDPOINT_URL_SSM"] == keys_env["AWS_ENDPOINT_URL_SSM"]
 
 
-def test_throttling_is_retried(fresh: MotoServer, launch: Callable[..., Launch], proxy: CountingProxy) -> None:
+def test_throttling_is_retried(fresh: MotoServer, launch: Callable[..., Launch], proxy: FaultProxy) -> None:
     fresh.put("/kms/db", "after-throttling")
     status, body, headers = throttled()
     proxy.answer(status, body, headers, times=2)
@@ -192,7 +192,7 @@ def test_every_missing_name_is_listed_with_65(fresh: MotoServer, launch: Callabl
     ],
 )
 def test_a_reference_malformed_for_ssm_is_65_before_any_request(
-    launch: Callable[..., Launch], proxy: CountingProxy, reference: str
+    launch: Callable[..., Launch], proxy: FaultProxy, reference: str
 ) -> None:
     result = launch(f'x = "{reference}"\n')
     assert result.returncode == 65
@@ -200,7 +200,7 @@ def test_a_reference_malformed_for_ssm_is_65_before_any_request(
     assert proxy.count() == 0
 
 
-def test_refused_credentials_are_77_without_retry(launch: Callable[..., Launch], proxy: CountingProxy) -> None:
+def test_refused_credentials_are_77_without_retry(launch: Callable[..., Launch], proxy: FaultProxy) -> None:
     # moto accepts any keys, so the proxy answers as SSM does for an unknown access key.
     body = json.dumps({"__type": "UnrecognizedClientException", "message": "The security token is invalid."})
     proxy.answer(400, body.encode(), {"Content-Type": "application/x-amz-json-1.1"})
@@ -211,7 +211,7 @@ def test_refused_credentials_are_77_without_retry(launch: Callable[..., Launch],
     assert proxy.count(target=GET_PARAMETERS) == 1
 
 
-def test_persistent_throttling_is_69_within_the_deadline(launch: Callable[..., Launch], proxy: CountingProxy) -> None:
+def test_persistent_throttling_is_69_within_the_deadline(launch: Callable[..., Launch], proxy: FaultProxy) -> None:
     proxy.answer(*throttled())
     started = time.monotonic()
     result = launch(f'x = "secret://{REGION}/kms/db"\n', None, "--timeout", "2")
@@ -234,7 +234,7 @@ def test_an_endpoint_that_never_answers_is_69_within_the_deadline(launch: Callab
     assert elapsed < 2 + STARTUP
 
 
-def test_no_credentials_at_all_is_78_with_a_hint(launch: Callable[..., Launch], proxy: CountingProxy) -> None:
+def test_no_credentials_at_all_is_78_with_a_hint(launch: Callable[..., Launch], proxy: FaultProxy) -> None:
     env = {"AWS_ENDPOINT_URL_SSM": proxy.url, "AWS_EC2_METADATA_DISABLED": "true"}
     result = launch(f'x = "secret://{REGION}/kms/db"\n', env)
     assert result.returncode == 78

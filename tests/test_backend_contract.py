@@ -49,3 +49,46 @@ def test_no_error_text_contains_a_value(store: SecretStore) -> None:
     for error in caught.value.errors:
         assert secret not in error.line()
         assert secret not in repr(error)
+
+
+def credentials(store: SecretStore) -> list[str]:
+    """The values in the store's environment that are credentials (for `env`: the secrets)."""
+    secret_names = backends.secret_env()
+    return [v for k, v in store.environ().items() if v and (k in secret_names or store.backend == "env")]
+
+
+def test_a_verbose_launch_prints_no_value_and_no_credential(
+    store: SecretStore, run_launcher, write_config
+) -> None:
+    secret = "contract-verbose-value-51c2"
+    reference = store.put(secret)
+    config = write_config(f'[db]\nurl = "postgresql://kms:{reference}@db:5432/kms"\n')
+    launch = run_launcher("-v", "--backend", store.backend, "-c", str(config), env=store.environ())
+    assert launch.returncode == 0, launch.stderr
+    assert launch.report["parsed"]["db"]["url"] == f"postgresql://kms:{secret}@db:5432/kms"
+    assert "resolved 1 references" in launch.stderr
+    for hidden in (secret, *credentials(store)):
+        assert hidden not in launch.output
+
+
+def test_a_failed_verbose_launch_prints_no_value_and_no_credential(
+    store: SecretStore, run_launcher, write_config
+) -> None:
+    secret = "contract-failing-value-9e07"
+    config = write_config(f'a = "{store.put(secret)}"\nb = "{store.missing()}"\nc = "secret://"\n')
+    launch = run_launcher("-v", "--backend", store.backend, "-c", str(config), env=store.environ())
+    assert launch.returncode == 65
+    assert launch.report is None
+    assert "Traceback" not in launch.output
+    for hidden in (secret, *credentials(store)):
+        assert hidden not in launch.output
+
+
+def test_the_servers_environment_holds_no_credential_of_the_backend(
+    store: SecretStore, run_launcher, write_config
+) -> None:
+    config = write_config(f'a = "{store.put("scrub-check")}"\n')
+    launch = run_launcher("--backend", store.backend, "-c", str(config), env=store.environ())
+    assert launch.returncode == 0, launch.stderr
+    leaked = set(credentials(store)) & set(launch.report["environ"].values())
+    assert leaked == set()

@@ -13,7 +13,7 @@ import hvac
 import pytest
 
 from tests.conftest import Launch
-from tests.servers.counting_proxy import CountingProxy
+from tests.servers.fault_proxy import FaultProxy
 from tests.servers.openbao import OpenBao
 
 # What this machine exports, made explicit: the launcher must still verify with VAULT_CACERT.
@@ -46,8 +46,8 @@ def launch(
 
 
 @pytest.fixture
-def proxy(openbao: OpenBao) -> Iterator[CountingProxy]:
-    with CountingProxy(openbao.url) as counting:
+def proxy(openbao: OpenBao) -> Iterator[FaultProxy]:
+    with FaultProxy.for_url(openbao.url) as counting:
         yield counting
 
 
@@ -107,7 +107,7 @@ def test_vault_namespace_is_sent(openbao: OpenBao, launch: Callable[..., Launch]
 
 
 def test_many_fields_of_one_path_cost_one_read_per_path(
-    openbao: OpenBao, launch: Callable[..., Launch], proxy: CountingProxy, path: str
+    openbao: OpenBao, launch: Callable[..., Launch], proxy: FaultProxy, path: str
 ) -> None:
     openbao.put(f"{path}/a", **{f"f{i}": f"value-{i}" for i in range(20)})
     openbao.put(f"{path}/b", value="b-value")
@@ -120,7 +120,7 @@ def test_many_fields_of_one_path_cost_one_read_per_path(
 
 
 def test_distinct_paths_are_read_concurrently(
-    openbao: OpenBao, launch: Callable[..., Launch], proxy: CountingProxy, path: str
+    openbao: OpenBao, launch: Callable[..., Launch], proxy: FaultProxy, path: str
 ) -> None:
     for i in range(8):
         openbao.put(f"{path}/{i}", value=f"v{i}")
@@ -134,7 +134,7 @@ def test_distinct_paths_are_read_concurrently(
 
 
 def test_more_concurrent_reads_than_requests_pools_by_default_print_nothing(
-    openbao: OpenBao, launch: Callable[..., Launch], proxy: CountingProxy, path: str
+    openbao: OpenBao, launch: Callable[..., Launch], proxy: FaultProxy, path: str
 ) -> None:
     for i in range(20):
         openbao.put(f"{path}/{i}", value=f"v{i}")
@@ -145,7 +145,7 @@ def test_more_concurrent_reads_than_requests_pools_by_default_print_nothing(
     assert result.stderr == ""  # e.g. no urllib3 "Connection pool is full, discarding connection"
 
 
-def test_a_503_is_retried(openbao: OpenBao, launch: Callable[..., Launch], proxy: CountingProxy, path: str) -> None:
+def test_a_503_is_retried(openbao: OpenBao, launch: Callable[..., Launch], proxy: FaultProxy, path: str) -> None:
     openbao.put(path, value="after-retry")
     proxy.answer(503, b'{"errors":["Vault is sealed"]}', {"Content-Type": "application/json"}, times=2)
     parsed = served(launch(f'x = "secret://secret/{path}"\n', {"VAULT_ADDR": proxy.url, "VAULT_TOKEN": openbao.token}))
@@ -205,7 +205,7 @@ def test_a_field_that_is_not_a_string_is_65_naming_field_and_type(
     ["secret://secret", "secret://secret/%2E%2E/sys", "secret://secret/a%2F%2Fb", "secret://vault.internal:8200/secret/x"],
 )
 def test_a_reference_malformed_for_vault_is_65_before_any_request(
-    launch: Callable[..., Launch], proxy: CountingProxy, openbao: OpenBao, reference: str
+    launch: Callable[..., Launch], proxy: FaultProxy, openbao: OpenBao, reference: str
 ) -> None:
     result = launch(f'x = "{reference}"\n', {"VAULT_ADDR": proxy.url, "VAULT_TOKEN": openbao.token})
     assert result.returncode == 65
@@ -214,7 +214,7 @@ def test_a_reference_malformed_for_vault_is_65_before_any_request(
 
 
 def test_no_credentials_at_all_is_78_before_any_request(
-    launch: Callable[..., Launch], proxy: CountingProxy
+    launch: Callable[..., Launch], proxy: FaultProxy
 ) -> None:
     result = launch('x = "secret://secret/anything"\n', {"VAULT_ADDR": proxy.url})
     assert result.returncode == 78

