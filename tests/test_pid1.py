@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -161,3 +162,42 @@ def test_server_reads_its_resolved_config_from_a_sealed_memfd(
     assert config["seals"] & SEALS == SEALS
     assert f"kms:{DB_PASSWORD}@db.internal" in config["text"]
     assert "secret://" not in config["text"]
+
+
+def test_sigterm_while_resolving_as_pid_1_stops_the_launcher_at_once(
+    tmp_path: Path, clean_env: dict[str, str]
+) -> None:
+    """As PID 1 the kernel drops signals without a handler: kms-launch installs one, so a stop
+    during resolution (here: a vault that never answers) ends it now, not at SIGKILL."""
+    refused = _pid_namespace_refused()
+    if refused:
+        pytest.skip(refused)
+    config = tmp_path / "kms.toml"
+    config.write_text('password = "secret://secret/kms#password"\n')
+    with socket.socket() as silent:  # the kernel completes connections; nobody ever answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        env = {**clean_env, "VAULT_ADDR": f"http://127.0.0.1:{silent.getsockname()[1]}",
+               "VAULT_TOKEN": "t", "KMS_SECRET_BACKEND": "vault"}
+        unshare = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--mount-proc", str(KMS_LAUNCH), "--timeout", "60",
+             "-c", str(config), "--", "/bin/true"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not psutil.Process(unshare.pid).children() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            [launcher] = psutil.Process(unshare.pid).children()
+            while launcher.net_connections(kind="tcp") == [] and time.monotonic() < deadline:
+                time.sleep(0.02)  # until it is waiting on the vault, secrets' handlers in place
+            assert _namespace_pids(launcher.pid)[-1] == 1
+            stopped = time.monotonic()
+            launcher.send_signal(signal.SIGTERM)
+            unshare.communicate(timeout=10)
+            assert time.monotonic() - stopped < 2
+            assert unshare.returncode == 128 + signal.SIGTERM
+        finally:
+            if unshare.poll() is None:
+                unshare.kill()
+                unshare.communicate()
