@@ -19,6 +19,7 @@ ATTEMPT_TIMEOUT = 5.0  # one attempt's budget: a dead connection costs this, not
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 4.0
 MIN_ATTEMPT = 0.05  # below this, another attempt cannot finish: give up instead
+CONCURRENCY = 16  # requests in flight per backend; also the size of each backend's connection pool
 
 
 class Deadline:
@@ -64,7 +65,7 @@ def retry(deadline: Deadline, attempt: Callable[[float], T]) -> T:
 
 
 def concurrently(
-    work: Callable[[K], T], items: Sequence[K], limit: int
+    work: Callable[[K], T], items: Sequence[K], limit: int = CONCURRENCY
 ) -> tuple[dict[K, T], list[LaunchError]]:
     """Run work(item) for every item on at most `limit` threads; results and failures apart."""
     results: dict[K, T] = {}

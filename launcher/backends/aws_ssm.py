@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import copy
-import os
 import re
-import ssl
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import boto3
@@ -15,8 +13,10 @@ import botocore.exceptions
 from botocore.config import Config
 
 from launcher.backends import Backend, reject_field, reject_port
+from launcher.backends._transport import retry_after, tls_error, unreachable
 from launcher.errors import (
     AccessDenied,
+    BackendFailed,
     BackendUnavailable,
     BadReference,
     BadSecretValue,
@@ -26,10 +26,9 @@ from launcher.errors import (
     SecretNotFound,
 )
 from launcher.refs import Ref
-from launcher.resolve import Deadline, concurrently, retry
+from launcher.resolve import CONCURRENCY, Deadline, concurrently, retry
 
 BATCH = 10  # GetParameters' limit: 11 names is a ValidationException
-CONCURRENCY = 16
 _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+-[0-9]+")  # eu-west-1, us-gov-west-1, eusc-de-east-1
 # AWS's parameter-name alphabet; `name:version` / `name:label` selectors come as %3A.
 _NAME = re.compile(r"(/[A-Za-z0-9_.-]+)+(:[A-Za-z0-9_.-]+)?")
@@ -69,14 +68,6 @@ _NO_CREDENTIALS = (
 )
 
 Batch = tuple[str, tuple[str, ...]]  # (region, parameter names): one GetParameters call
-
-
-class _Final(Exception):
-    """Raised inside a retried attempt to stop retrying: carries the error to report."""
-
-    def __init__(self, error: LaunchError) -> None:
-        super().__init__()
-        self.error = error
 
 
 class SsmBackend(Backend):
@@ -123,7 +114,7 @@ class SsmBackend(Backend):
             except LaunchError as error:
                 return dict.fromkeys(batch[1], error)
 
-        outcomes, _ = concurrently(call, _batches(wanted), CONCURRENCY)
+        outcomes, _ = concurrently(call, _batches(wanted))
         found = {
             (region, name): outcome
             for (region, _names), answers in outcomes.items()
@@ -221,25 +212,25 @@ class SsmBackend(Backend):
             except botocore.exceptions.ClientError as error:
                 raise _client_error(error, region) from None
             except botocore.exceptions.SSLError as error:
-                raise _tls_error(error, region) from None
+                raise tls_error(
+                    error,
+                    where=f"SSM in {region}",
+                    ca_variable="AWS_CA_BUNDLE",
+                    check="AWS_CA_BUNDLE and the endpoint",
+                ) from None
             except (
                 botocore.exceptions.ConnectionError,
                 botocore.exceptions.HTTPClientError,
             ) as error:
-                raise BackendUnavailable(
-                    f"cannot reach SSM in {region}: {_reason(error, timeout)}"
-                ) from None
+                raise unreachable(error, where=f"SSM in {region}", timeout=timeout) from None
             except botocore.exceptions.NoCredentialsError:
                 raise NotConfigured(_NO_CREDENTIALS) from None
             except botocore.exceptions.BotoCoreError as error:
-                raise _Final(
-                    BackendUnavailable(f"SSM call in {region} failed ({type(error).__name__})")
+                raise BackendFailed(
+                    f"SSM call in {region} failed ({type(error).__name__})"
                 ) from None
 
-        try:
-            answer = retry(self.deadline, attempt)
-        except _Final as final:
-            raise final.error from None
+        answer = retry(self.deadline, attempt)
         results: dict[str, bytes | LaunchError] = {}
         # A batch never holds two names with the same base, so the base identifies the request
         # even for `name:label` (moto leaves out the `Selector` AWS sends back).
@@ -279,71 +270,20 @@ def _batches(wanted: Mapping[tuple[str, str], object]) -> list[Batch]:
     return [(region, tuple(batch)) for region, batches in open_batches.items() for batch in batches]
 
 
-def _client_error(error: botocore.exceptions.ClientError, region: str) -> LaunchError | _Final:
+def _client_error(error: botocore.exceptions.ClientError, region: str) -> LaunchError:
     """The error for an AWS error answer, by its code only: the message is the service's."""
     code = str(error.response.get("Error", {}).get("Code", ""))
-    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    metadata = error.response.get("ResponseMetadata", {})
+    status = int(metadata.get("HTTPStatusCode", 0) or 0)
     if code in _DENIED:
         return AccessDenied(f"SSM in {region} refused the credentials or the permission ({code})")
     if code in _TRANSIENT or status == 429 or status >= 500:
-        return BackendUnavailable(f"SSM in {region} answered {code or status}")
+        return BackendUnavailable(
+            f"SSM in {region} answered {code or status}",
+            retry_after=retry_after(metadata.get("HTTPHeaders", {}).get("retry-after")),
+        )
     if code == "InvalidKeyId":
         return BadSecretValue(f"SSM in {region} cannot decrypt with the parameter's key ({code})")
     if code == "ValidationException":
         return BadReference(f"SSM in {region} rejected the parameter names ({code})")
-    return _Final(BackendUnavailable(f"SSM in {region} answered {code or status}"))
-
-
-def _tls_error(error: botocore.exceptions.SSLError, region: str) -> LaunchError | _Final:
-    """Retry only a handshake cut short; a certificate or CA bundle that fails now will fail
-    on every attempt."""
-    causes = list(_causes(error))
-    if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes):
-        return _Final(
-            BackendUnavailable(
-                f"the TLS certificate of SSM in {region} failed verification: set AWS_CA_BUNDLE"
-                " to the CA that signed it"
-            )
-        )
-    if any(isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError) for cause in causes):
-        return BackendUnavailable(f"TLS handshake with SSM in {region} was cut short")
-    reason = "SSLError"
-    for cause in causes:  # the TLS library's reason, else the file error of a bad CA bundle
-        if isinstance(cause, ssl.SSLError) and cause.reason:
-            reason = cause.reason
-            break
-        if isinstance(cause, OSError) and cause.strerror:
-            reason = cause.strerror
-            break
-    return _Final(
-        BackendUnavailable(
-            f"TLS with SSM in {region} failed ({reason}): check AWS_CA_BUNDLE and the endpoint"
-        )
-    )
-
-
-def _reason(error: BaseException, timeout: float) -> str:
-    if isinstance(
-        error, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError
-    ):
-        return f"no answer within {timeout:.1f}s"
-    for cause in _causes(error):
-        if isinstance(cause, OSError) and cause.errno:
-            return os.strerror(cause.errno).lower()
-    return type(error).__name__
-
-
-def _causes(error: BaseException) -> Iterator[BaseException]:
-    """The error and everything it wraps: botocore wraps urllib3, which wraps the socket error."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [error]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        linked: list[Any] = [current.__cause__, current.__context__]
-        linked.extend(getattr(current, "kwargs", {}).values())
-        linked.extend(current.args)
-        todo.extend(item for item in linked if isinstance(item, BaseException))
+    return BackendFailed(f"SSM in {region} answered {code or status}")

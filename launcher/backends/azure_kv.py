@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar
@@ -13,12 +12,11 @@ import msal
 import requests
 
 from launcher.backends import Backend, reject_field, reject_port
-
-# Shared HTTP plumbing (TLS hint, transport errors, Retry-After) lives with the other
-# requests-based backend.
-from launcher.backends.cosmian_kms import FinalUnavailable, retry_after, transport_error
+from launcher.backends._http import Session, ca_bundle, transport_error
+from launcher.backends._transport import retry_after
 from launcher.errors import (
     AccessDenied,
+    BackendFailed,
     BackendUnavailable,
     BadReference,
     Failures,
@@ -30,7 +28,6 @@ from launcher.refs import Ref
 from launcher.resolve import Deadline, concurrently, retry
 
 API_VERSION = "7.4"
-CONCURRENCY = 16
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 PUBLIC_VAULT_DOMAIN = "vault.azure.net"
 # Sovereign clouds: the authority host decides the vaults' DNS suffix and the token's resource.
@@ -93,11 +90,8 @@ class AzureKeyVaultBackend(Backend):
         self._vault_url = _vault_url(environ.get("AZURE_KEYVAULT_URL"), vault_domain)
         self._consumed: set[str] = set()
         self._tenant, self._client_id, self._client_credential = self._identity()
-        self._verify = _ca_bundle(environ)
-        self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=CONCURRENCY)
-        self._session.mount("https://", adapter)
-        self._http = _MsalHttp(self._session, self._verify, deadline)
+        self._session = Session(ca_bundle(environ, ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")))
+        self._http = _MsalHttp(self._session, deadline)
         self._app: msal.ConfidentialClientApplication | None = None
 
     def check(self, ref: Ref) -> None:
@@ -127,7 +121,7 @@ class AzureKeyVaultBackend(Backend):
             token = retry(self.deadline, self._acquire_token)
         except LaunchError as error:
             raise Failures([error]) from None
-        values, failures = concurrently(lambda ref: self._secret(ref, token), refs, CONCURRENCY)
+        values, failures = concurrently(lambda ref: self._secret(ref, token), refs)
         if failures:
             raise Failures(failures, resolved=values)
         return values
@@ -193,7 +187,11 @@ class AzureKeyVaultBackend(Backend):
             result = self._app.acquire_token_for_client(scopes=[self._scope])
         except requests.RequestException as error:
             raise transport_error(
-                error, ref=None, where=self._authority_host, ca_variable="REQUESTS_CA_BUNDLE"
+                error,
+                where=self._authority_host,
+                ca_variable="REQUESTS_CA_BUNDLE",
+                check="AZURE_AUTHORITY_HOST and REQUESTS_CA_BUNDLE",
+                timeout=self._http.timeout,
             ) from None
         except (msal.exceptions.MsalServiceError, ValueError):
             # msal's message may quote the answer: judge by what came back instead.
@@ -208,7 +206,8 @@ class AzureKeyVaultBackend(Backend):
         status = response.status_code if response is not None else None
         if response is not None and (response.status_code == 429 or response.status_code >= 500):
             return BackendUnavailable(
-                f"Azure AD answered HTTP {response.status_code}", retry_after=retry_after(response)
+                f"Azure AD answered HTTP {response.status_code}",
+                retry_after=retry_after(response.headers.get("Retry-After")),
             )
         error, codes = _oauth_error(result if isinstance(result, dict) else _json(response))
         if error == "temporarily_unavailable":
@@ -222,7 +221,7 @@ class AzureKeyVaultBackend(Backend):
             )
         if status in (401, 403):
             return AccessDenied(f"Azure AD refused the token request (HTTP {status})")
-        return FinalUnavailable(
+        return BackendFailed(
             f"Azure AD at {self._authority_host} gave an answer that is not OAuth2 (HTTP {status})"
         )
 
@@ -238,16 +237,16 @@ class AzureKeyVaultBackend(Backend):
         def attempt(timeout: float) -> bytes:
             try:
                 response = self._session.get(
-                    url,
-                    params={"api-version": API_VERSION},
-                    headers=headers,
-                    timeout=timeout,
-                    verify=self._verify,
-                    allow_redirects=False,  # a redirect could carry the token elsewhere
+                    url, params={"api-version": API_VERSION}, headers=headers, timeout=timeout
                 )
             except requests.RequestException as error:
                 raise transport_error(
-                    error, ref=ref.text, where=base, ca_variable="REQUESTS_CA_BUNDLE"
+                    error,
+                    where=base,
+                    ca_variable="REQUESTS_CA_BUNDLE",
+                    check="AZURE_KEYVAULT_URL and REQUESTS_CA_BUNDLE",
+                    timeout=timeout,
+                    ref=ref.text,
                 ) from None
             return _secret_value(ref, response, vault, name, version)
 
@@ -263,7 +262,7 @@ def _secret_value(
     if status == 200:
         value = document.get("value")
         if not isinstance(value, str):
-            raise FinalUnavailable("Key Vault answered 200 without a string value", ref=ref.text)
+            raise BackendFailed("Key Vault answered 200 without a string value", ref=ref.text)
         return value.encode("utf-8")
     code, inner = _vault_codes(document)
     if status == 404 and code == "SecretNotFound":
@@ -288,9 +287,11 @@ def _secret_value(
         )
     if status == 429 or status >= 500:
         raise BackendUnavailable(
-            f"Key Vault answered HTTP {status}", ref=ref.text, retry_after=retry_after(response)
+            f"Key Vault answered HTTP {status}",
+            ref=ref.text,
+            retry_after=retry_after(response.headers.get("Retry-After")),
         )
-    raise FinalUnavailable(
+    raise BackendFailed(
         f"Key Vault answered HTTP {status}{f' {code}' if code else ''}: is {vault} reachable at"
         " this URL (AZURE_KEYVAULT_URL)?",
         ref=ref.text,
@@ -298,14 +299,15 @@ def _secret_value(
 
 
 class _MsalHttp:
-    """The HTTP client msal is given: our session, our CA bundle, per-request timeouts from the
-    deadline. It keeps the last answer so a failure is judged by its status, never quoted."""
+    """The HTTP client msal is given: our session (our CA bundle, no redirects), per-request
+    timeouts from the deadline. It keeps the last answer so a failure is judged by its status,
+    never quoted, and the last timeout so a silent authority is reported with it."""
 
-    def __init__(self, session: requests.Session, verify: bool | str, deadline: Deadline) -> None:
+    def __init__(self, session: requests.Session, deadline: Deadline) -> None:
         self._session = session
-        self._verify = verify
         self._deadline = deadline
         self.last: requests.Response | None = None
+        self.timeout = deadline.attempt_timeout()
 
     def get(self, url: str, params: Any = None, headers: Any = None, **_: Any) -> requests.Response:
         return self._send("GET", url, params=params, headers=headers)
@@ -320,14 +322,8 @@ class _MsalHttp:
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         self.last = None
-        self.last = self._session.request(
-            method,
-            url,
-            timeout=self._deadline.attempt_timeout(),
-            verify=self._verify,
-            allow_redirects=False,
-            **kwargs,
-        )
+        self.timeout = self._deadline.attempt_timeout()
+        self.last = self._session.request(method, url, timeout=self.timeout, **kwargs)
         return self.last
 
 
@@ -415,18 +411,6 @@ def _vault_url(value: str | None, vault_domain: str) -> str:
             f"AZURE_KEYVAULT_URL={value} must be an https:// URL: the token must not travel in clear"
         )
     return url
-
-
-def _ca_bundle(environ: Mapping[str, str]) -> bool | str:
-    """requests' `verify`, passed on every request: requests would otherwise let the process's
-    REQUESTS_CA_BUNDLE override the session's setting."""
-    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-        path = environ.get(variable)
-        if path:
-            if not os.path.exists(path):
-                raise NotConfigured(f"{variable}={path}: no such CA file")
-            return path
-    return True
 
 
 def _json(response: requests.Response | None) -> dict[str, Any]:

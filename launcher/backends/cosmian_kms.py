@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import os
 import re
-import time
 from collections.abc import Mapping, Sequence
 from ipaddress import IPv6Address
 from typing import Any, ClassVar
@@ -15,14 +12,15 @@ import requests
 import urllib3
 
 from launcher.backends import Backend, reject_field
+from launcher.backends._http import Session, ca_bundle, transport_error
+from launcher.backends._transport import retry_after
 from launcher.errors import (
-    EX_UNAVAILABLE,
     AccessDenied,
+    BackendFailed,
     BackendUnavailable,
     BadReference,
     BadSecretValue,
     Failures,
-    LaunchError,
     NotConfigured,
     SecretNotFound,
 )
@@ -32,7 +30,6 @@ from launcher.resolve import Deadline, concurrently, retry
 log = logging.getLogger("kms-launch")
 
 DEFAULT_PORT = 9998
-CONCURRENCY = 16
 PATH = "/kmip/2_1"
 # Plain http only for exactly these (and [::1]): a prefix match, as in the KMS, would send
 # `localhost.evil.example` in clear.
@@ -53,12 +50,6 @@ _OBJECT_TYPE_CODES = {
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0", ""})
 
 
-class FinalUnavailable(LaunchError):
-    """Exit 69 but final: retrying cannot fix an untrusted certificate or an answer we cannot read."""
-
-    exit_code = EX_UNAVAILABLE
-
-
 class CosmianKmsBackend(Backend):
     """secret://<host>[:<port>]/<object-id>: a KMIP Get of that object, its bytes as the value."""
 
@@ -67,11 +58,7 @@ class CosmianKmsBackend(Backend):
     def __init__(self, environ: Mapping[str, str], deadline: Deadline) -> None:
         super().__init__(environ, deadline)
         self._token = self.credential("COSMIAN_KMS_SECRET_TOKEN")
-        self._verify = self._verification()
-        self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=CONCURRENCY)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        self._session = Session(self._verification())
 
     def check(self, ref: Ref) -> None:
         reject_field(ref)
@@ -88,14 +75,13 @@ class CosmianKmsBackend(Backend):
         return f"{'http' if plain else 'https'}://{ref.host}:{ref.port or DEFAULT_PORT}{PATH}"
 
     def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
-        values, failures = concurrently(self._get, refs, CONCURRENCY)
+        values, failures = concurrently(self._get, refs)
         if failures:
             raise Failures(failures, resolved=values)
         return values
 
     def _verification(self) -> bool | str:
-        """requests' `verify`: False, a CA bundle path, or True for the system store. Passed on
-        every request, because requests lets the process's REQUESTS_CA_BUNDLE override True."""
+        """requests' `verify`: False, a CA bundle path, or True for the system store."""
         insecure = self.environ.get("COSMIAN_KMS_INSECURE_CERTS", "").strip().lower()
         if insecure not in _TRUE | _FALSE:
             raise NotConfigured("COSMIAN_KMS_INSECURE_CERTS must be true, 1, false or 0")
@@ -104,13 +90,9 @@ class CosmianKmsBackend(Backend):
             log.warning("COSMIAN_KMS_INSECURE_CERTS is set: KMS certificates are not verified")
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             return False
-        for variable in ("COSMIAN_KMS_CA_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
-            path = self.environ.get(variable)
-            if path:
-                if not os.path.exists(path):
-                    raise NotConfigured(f"{variable}={path}: no such CA file")
-                return path
-        return True
+        return ca_bundle(
+            self.environ, ("COSMIAN_KMS_CA_CERT", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+        )
 
     def _get(self, ref: Ref) -> bytes:
         url = self.url(ref)
@@ -128,18 +110,15 @@ class CosmianKmsBackend(Backend):
 
         def attempt(timeout: float) -> bytes:
             try:
-                response = self._session.post(
-                    url,
-                    json=body,
-                    headers=headers,
-                    timeout=timeout,
-                    verify=self._verify,
-                    allow_redirects=False,  # a redirect could carry the bearer token elsewhere
-                )
+                response = self._session.post(url, json=body, headers=headers, timeout=timeout)
             except requests.RequestException as error:
-                where = url.rsplit(PATH, 1)[0]
                 raise transport_error(
-                    error, ref=ref.text, where=where, ca_variable="COSMIAN_KMS_CA_CERT"
+                    error,
+                    where=url.rsplit(PATH, 1)[0],
+                    ca_variable="COSMIAN_KMS_CA_CERT",
+                    check="the reference's host and port, and COSMIAN_KMS_CA_CERT",
+                    timeout=timeout,
+                    ref=ref.text,
                 ) from None
             return self._answer(ref, uid, response)
 
@@ -152,7 +131,7 @@ class CosmianKmsBackend(Backend):
             try:
                 answer = response.json()
             except ValueError:
-                raise FinalUnavailable(
+                raise BackendFailed(
                     "the KMS answered 200 with a body that is not JSON", ref=ref.text
                 ) from None
             return object_bytes(answer, ref)
@@ -172,9 +151,11 @@ class CosmianKmsBackend(Backend):
             )
         if status == 429 or status >= 500:
             raise BackendUnavailable(
-                f"the KMS answered HTTP {status}", ref=ref.text, retry_after=retry_after(response)
+                f"the KMS answered HTTP {status}",
+                ref=ref.text,
+                retry_after=retry_after(response.headers.get("Retry-After")),
             )
-        raise FinalUnavailable(
+        raise BackendFailed(
             f"the KMS answered HTTP {status}: is {response.url} a Cosmian KMS KMIP 2.1 endpoint?",
             ref=ref.text,
         )
@@ -184,14 +165,14 @@ def object_bytes(answer: Any, ref: Ref) -> bytes:
     """The bytes of a SecretData or OpaqueObject in a KMIP 2.1 JSON GetResponse."""
     items = _children(answer, "GetResponse")
     if items is None:
-        raise FinalUnavailable("the KMS answer is not a KMIP GetResponse", ref=ref.text)
+        raise BackendFailed("the KMS answer is not a KMIP GetResponse", ref=ref.text)
     found = [
         item
         for item in items
         if isinstance(item, dict) and item.get("tag") not in ("ObjectType", "UniqueIdentifier")
     ]
     if len(found) != 1 or not isinstance(found[0].get("value"), list):
-        raise FinalUnavailable("the KMS answer holds no object", ref=ref.text)
+        raise BackendFailed("the KMS answer holds no object", ref=ref.text)
     object_type = _object_type(found[0].get("tag"), _leaf(items, "ObjectType"))
     if object_type not in _USABLE_TYPES:
         raise BadSecretValue(
@@ -212,11 +193,11 @@ def object_bytes(answer: Any, ref: Ref) -> bytes:
         if isinstance(data, list):  # a structure holding the bytes as `Key`
             data = _leaf(data, "Key")
     if not isinstance(data, str):
-        raise FinalUnavailable("the KMS answer holds no object bytes", ref=ref.text)
+        raise BackendFailed("the KMS answer holds no object bytes", ref=ref.text)
     try:
         return bytes.fromhex(data)  # either case
     except ValueError:
-        raise FinalUnavailable("the KMS answer's object bytes are not hex", ref=ref.text) from None
+        raise BackendFailed("the KMS answer's object bytes are not hex", ref=ref.text) from None
 
 
 def _object_type(tag: Any, declared: Any) -> str | None:
@@ -251,66 +232,3 @@ def _children(node: Any, tag: str) -> list[Any] | None:
 
 def _children_of(items: list[Any], tag: str) -> list[Any] | None:
     return _children(_find(items, tag), tag)
-
-
-def retry_after(response: requests.Response) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if there is one."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def transport_error(
-    error: requests.RequestException, *, ref: str | None, where: str, ca_variable: str
-) -> LaunchError:
-    """Our error for an exchange that failed below HTTP. Only the TLS reason is taken from the
-    exception's text: the rest of it may hold a URL with a query, never worth the risk."""
-    if isinstance(error, requests.exceptions.SSLError):
-        reason = _verify_failure(error)
-        if reason is not None:
-            return FinalUnavailable(
-                f"the TLS certificate of {where} is not trusted ({reason}): set {ca_variable}"
-                " to the CA that signed it",
-                ref=ref,
-            )
-        return BackendUnavailable(f"TLS handshake with {where} failed", ref=ref)
-    if isinstance(error, requests.exceptions.Timeout):
-        return BackendUnavailable(f"{where} timed out", ref=ref)
-    if isinstance(error, requests.exceptions.ConnectionError):
-        return BackendUnavailable(f"cannot connect to {where}{_socket_reason(error)}", ref=ref)
-    return FinalUnavailable(f"request to {where} failed ({type(error).__name__})", ref=ref)
-
-
-_VERIFY_FAILED = re.compile(r"certificate verify failed: ([^()'\"]{1,120}?)\s*\(_ssl")
-
-
-def _verify_failure(error: Exception) -> str | None:
-    """OpenSSL's reason if certificate verification failed (as opposed to a broken handshake)."""
-    text = str(error)
-    if "CERTIFICATE_VERIFY_FAILED" not in text and "certificate verify failed" not in text:
-        return None
-    match = _VERIFY_FAILED.search(text)
-    return match.group(1) if match else "certificate verify failed"
-
-
-def _socket_reason(error: Exception) -> str:
-    text = str(error)
-    for needle, reason in (
-        ("Connection refused", "connection refused"),
-        ("Connection reset", "connection reset"),
-        ("Name or service not known", "unknown host"),
-        ("Temporary failure in name resolution", "name resolution failed"),
-        ("RemoteDisconnected", "the server closed the connection"),
-    ):
-        if needle in text:
-            return f": {reason}"
-    return ""

@@ -5,19 +5,20 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import ssl
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import hvac
 import requests
 import urllib3
 from hvac.utils import format_url
-from requests.adapters import HTTPAdapter
 
 from launcher.backends import Backend, reject_port
+from launcher.backends._http import pooled, transport_error
+from launcher.backends._transport import retry_after
 from launcher.errors import (
     AccessDenied,
+    BackendFailed,
     BackendUnavailable,
     BadReference,
     BadSecretValue,
@@ -31,7 +32,6 @@ from launcher.resolve import ATTEMPT_TIMEOUT, concurrently, retry
 
 DEFAULT_ADDR = "http://127.0.0.1:8200"
 DEFAULT_FIELD = "value"
-CONCURRENCY = 16
 APPROLE_LOGIN = "/v1/auth/approle/login"
 # Vault answers these while sealed, standby, overloaded or not yet consistent (412, 472, 473).
 _TRANSIENT = {412, 429, 472, 473}
@@ -42,14 +42,6 @@ _JSON_TYPES = {dict: "object", list: "array", bool: "boolean", int: "number", fl
 
 Secret = tuple[str, str]  # (mount, path): the unit of one read
 log = logging.getLogger("kms-launch")
-
-
-class _Final(Exception):
-    """Raised inside a retried attempt to stop retrying: carries the error to report."""
-
-    def __init__(self, error: LaunchError) -> None:
-        super().__init__()
-        self.error = error
 
 
 class VaultBackend(Backend):
@@ -84,7 +76,7 @@ class VaultBackend(Backend):
             except LaunchError as error:
                 return error
 
-        reads, _ = concurrently(read, list(wanted), CONCURRENCY)
+        reads, _ = concurrently(read, list(wanted))
         values: dict[Ref, bytes] = {}
         failures: list[LaunchError] = []
         for secret, secret_refs in wanted.items():
@@ -145,10 +137,7 @@ class VaultBackend(Backend):
             timeout=ATTEMPT_TIMEOUT,
             namespace=self.environ.get("VAULT_NAMESPACE") or None,
         )
-        # requests keeps 10 connections per host; reads run on CONCURRENCY threads, and a full
-        # pool makes urllib3 drop connections with a warning on stderr.
-        for scheme in ("http://", "https://"):
-            client.session.mount(scheme, HTTPAdapter(pool_maxsize=CONCURRENCY))
+        pooled(client.session)  # reads run on CONCURRENCY threads
         return client
 
     def _approle(self) -> tuple[str, str] | None:
@@ -210,38 +199,33 @@ class VaultBackend(Backend):
                 answer = client.adapter.request(
                     method, url, raise_exception=False, timeout=timeout, **kwargs
                 )
-            except requests.exceptions.SSLError as error:
-                raise _tls_error(error, self.address) from None
             except (
                 requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema,
                 requests.exceptions.InvalidURL,
             ):
-                raise _Final(
-                    NotConfigured(f"VAULT_ADDR={self.address!r} is not an http(s) URL")
-                ) from None
+                raise NotConfigured(f"VAULT_ADDR={self.address!r} is not an http(s) URL") from None
             except requests.exceptions.RequestException as error:
-                raise BackendUnavailable(
-                    f"cannot reach Vault at {self.address}: {_reason(error, timeout)}"
+                raise transport_error(
+                    error,
+                    where=f"Vault at {self.address}",
+                    ca_variable="VAULT_CACERT",
+                    timeout=timeout,
+                    check="VAULT_ADDR, VAULT_CACERT, VAULT_CLIENT_CERT and VAULT_CLIENT_KEY",
                 ) from None
             except OSError as error:  # requests' check that the CA and client cert files exist
-                raise _Final(
-                    NotConfigured(
-                        f"cannot use the TLS files of VAULT_CACERT / VAULT_CLIENT_CERT /"
-                        f" VAULT_CLIENT_KEY: {error}"
-                    )
+                raise NotConfigured(
+                    f"cannot use the TLS files of VAULT_CACERT / VAULT_CLIENT_CERT /"
+                    f" VAULT_CLIENT_KEY: {error}"
                 ) from None
             if isinstance(answer, dict):  # hvac's JSONAdapter parses a 200 answer
                 return answer
             raise _status_error(answer, what, login)
 
-        try:
-            return retry(self.deadline, attempt)
-        except _Final as final:
-            raise final.error from None
+        return retry(self.deadline, attempt)
 
 
-def _status_error(response: requests.Response, what: str, login: bool) -> LaunchError | _Final:
+def _status_error(response: requests.Response, what: str, login: bool) -> LaunchError:
     """The error for a non-200 answer. Never its body: Vault may echo what it was sent."""
     status = response.status_code
     if login and status in (400, 401, 403):
@@ -260,36 +244,11 @@ def _status_error(response: requests.Response, what: str, login: bool) -> Launch
         return BackendUnavailable(
             f"Vault answered HTTP {status} ({what})"
             + (": sealed, standby or overloaded" if status == 503 else ""),
-            retry_after=_retry_after(response),
+            retry_after=retry_after(response.headers.get("Retry-After")),
         )
     if status == 200:
-        return _Final(BackendUnavailable(f"Vault answered {what} with a body that is not JSON"))
-    return _Final(BackendUnavailable(f"Vault answered HTTP {status} ({what})"))
-
-
-def _tls_error(error: requests.exceptions.SSLError, address: str) -> LaunchError | _Final:
-    """Retry only a handshake cut short; a certificate or TLS setting that fails now will fail
-    on every attempt."""
-    causes = list(_causes(error))
-    if any(isinstance(cause, ssl.SSLCertVerificationError) for cause in causes):
-        return _Final(
-            BackendUnavailable(
-                f"the TLS certificate of {address} failed verification: set VAULT_CACERT to the"
-                " CA that signed it"
-            )
-        )
-    if any(isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError) for cause in causes):
-        return BackendUnavailable(f"TLS handshake with {address} was cut short")
-    reason = next(
-        (cause.reason for cause in causes if isinstance(cause, ssl.SSLError) and cause.reason),
-        "SSLError",
-    )
-    return _Final(
-        BackendUnavailable(
-            f"TLS with {address} failed ({reason}): check VAULT_ADDR, VAULT_CACERT,"
-            " VAULT_CLIENT_CERT and VAULT_CLIENT_KEY"
-        )
-    )
+        return BackendFailed(f"Vault answered {what} with a body that is not JSON")
+    return BackendFailed(f"Vault answered HTTP {status} ({what})")
 
 
 def _field(data: Mapping[str, Any], ref: Ref, secret: Secret) -> bytes:
@@ -304,39 +263,3 @@ def _field(data: Mapping[str, Any], ref: Ref, secret: Secret) -> bytes:
             f"field {field!r} of {where} is a JSON {kind}, not a string", ref=ref.text
         )
     return value.encode("utf-8")
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
-    except ValueError:  # absent, or an HTTP date, which Vault does not send
-        return None
-
-
-def _reason(error: requests.exceptions.RequestException, timeout: float) -> str:
-    """A short cause (refused, reset, timed out) without the URL or anything the server sent."""
-    if isinstance(error, requests.exceptions.Timeout):
-        return f"no answer within {timeout:.1f}s"
-    for cause in _causes(error):
-        if isinstance(cause, OSError) and cause.errno:
-            return os.strerror(cause.errno).lower()
-    return type(error).__name__
-
-
-def _causes(error: BaseException) -> Iterator[BaseException]:
-    """The error and everything it wraps: requests wraps urllib3, which wraps the socket error."""
-    seen: set[int] = set()
-    todo: list[BaseException] = [error]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        linked: list[Any] = [
-            current.__cause__,
-            current.__context__,
-            getattr(current, "reason", None),
-        ]
-        linked.extend(current.args)
-        todo.extend(item for item in linked if isinstance(item, BaseException))

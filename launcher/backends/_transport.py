@@ -1,0 +1,123 @@
+"""Transport failures shared by the remote backends: cause chains, TLS, sockets, Retry-After."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from launcher.errors import BackendFailed, BackendUnavailable, LaunchError
+
+# Standard library only, and nothing an SDK has not loaded already: importing this is free, and
+# email / http.client are imported only once something has failed.
+
+# getaddrinfo's "no such name" answers; any other resolver failure may pass.
+_NO_SUCH_HOST = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and everything it wraps, each once: SDKs wrap urllib3, which wraps the socket or
+    TLS error, in __cause__ / __context__, in args, in urllib3's `.reason` (MaxRetryError) or in
+    botocore's `.kwargs` (error=...)."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [error]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked: list[Any] = [
+            current.__cause__,
+            current.__context__,
+            getattr(current, "reason", None),
+        ]
+        kwargs = getattr(current, "kwargs", None)
+        if isinstance(kwargs, Mapping):
+            linked.extend(kwargs.values())
+        linked.extend(current.args)
+        todo.extend(item for item in linked if isinstance(item, BaseException))
+
+
+def tls_error(
+    error: BaseException,
+    *,
+    where: str,
+    ca_variable: str,
+    check: str,
+    ref: str | None = None,
+) -> LaunchError:
+    """Our error for a TLS connection to `where` that failed. Only a handshake cut short is
+    retried: a certificate or TLS setting that fails now will fail on every attempt. Judged by
+    the exception types in the cause chain; of their text only OpenSSL's fixed reason is used."""
+    chain = list(causes(error))
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = cause.verify_message or "certificate verify failed"
+            return BackendFailed(
+                f"the TLS certificate of {where} failed verification: set {ca_variable} to the"
+                f" CA that signed it (it is not trusted: {why})",
+                ref=ref,
+            )
+    if any(isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError) for cause in chain):
+        return BackendUnavailable(f"TLS handshake with {where} was cut short", ref=ref)
+    for cause in chain:  # the TLS library's reason: WRONG_VERSION_NUMBER, a plain-HTTP port...
+        if isinstance(cause, ssl.SSLError):
+            reason = cause.reason or type(cause).__name__
+            return BackendFailed(
+                f"TLS handshake with {where} failed ({reason}): check {check}", ref=ref
+            )
+    for cause in chain:  # ...else the file error of a CA bundle or client certificate
+        if isinstance(cause, OSError) and cause.strerror:
+            return BackendFailed(
+                f"TLS with {where} failed ({cause.strerror}): check {check}", ref=ref
+            )
+    return BackendFailed(
+        f"TLS with {where} failed ({type(error).__name__}): check {check}", ref=ref
+    )
+
+
+def unreachable(
+    error: BaseException, *, where: str, timeout: float, ref: str | None = None
+) -> BackendUnavailable:
+    """The (retried) error for a connection to `where` that failed below TLS and HTTP."""
+    return BackendUnavailable(f"cannot reach {where}: {socket_reason(error, timeout)}", ref=ref)
+
+
+def socket_reason(error: BaseException, timeout: float) -> str:
+    """Why a connection failed, in the OS's words (refused, reset, unknown host) or ours: never
+    the URL or anything the server sent, both of which SDK messages quote."""
+    from http.client import RemoteDisconnected
+
+    chain = list(causes(error))
+    if any(isinstance(cause, TimeoutError) for cause in chain):  # connect or read, any SDK
+        return f"no answer within {timeout:.1f}s"
+    for cause in chain:
+        if isinstance(cause, socket.gaierror):  # its errno is getaddrinfo's, not strerror's
+            return "unknown host" if cause.errno in _NO_SUCH_HOST else "name resolution failed"
+        if isinstance(cause, RemoteDisconnected):  # a reset without an errno
+            return "the server closed the connection"
+        if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) and cause.errno:
+            return os.strerror(cause.errno).lower()  # SSLError's errno is OpenSSL's, not the OS's
+    return type(error).__name__
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if there is one."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    import email.utils
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
