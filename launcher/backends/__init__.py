@@ -35,7 +35,9 @@ REGISTRY: dict[str, Spec] = {
         ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
     ),
     "azure-kv": Spec(
-        "launcher.backends.azure_kv:AzureKeyVaultBackend", "azure-kv", ("AZURE_CLIENT_SECRET",)
+        "launcher.backends.azure_kv:AzureKeyVaultBackend",
+        "azure-kv",
+        ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD"),
     ),
     "cosmian-kms": Spec(
         "launcher.backends.cosmian_kms:CosmianKmsBackend",

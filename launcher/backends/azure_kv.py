@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -88,7 +88,6 @@ class AzureKeyVaultBackend(Backend):
         self._scope = f"https://{vault_domain}/.default"
         self._known_authority = authority_name in msal.authority.WELL_KNOWN_AUTHORITY_HOSTS
         self._vault_url = _vault_url(environ.get("AZURE_KEYVAULT_URL"), vault_domain)
-        self._consumed: set[str] = set()
         self._tenant, self._client_id, self._client_credential = self._identity()
         self._session = Session(ca_bundle(environ, ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")))
         self._http = _MsalHttp(self._session, deadline)
@@ -126,9 +125,6 @@ class AzureKeyVaultBackend(Backend):
             raise Failures(failures, resolved=values)
         return values
 
-    def consumed_env(self) -> Collection[str]:
-        return self._consumed
-
     # -- configuration
 
     def _identity(self) -> tuple[str, str, str | dict[str, Any]]:
@@ -158,8 +154,6 @@ class AzureKeyVaultBackend(Backend):
         certificate_path = self.environ.get("AZURE_CLIENT_CERTIFICATE_PATH")
         if certificate_path:
             password = self.environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None
-            if password:
-                self._consumed.add("AZURE_CLIENT_CERTIFICATE_PASSWORD")
             return _certificate_credential(certificate_path, password)
         token_file = self.environ.get("AZURE_FEDERATED_TOKEN_FILE")
         if token_file:
