@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import boto3
 import requests
+
+from tests.servers.process import stop, wait_until_ready
 
 ACCESS_KEY = "AKIDMOTOTESTING"
 SECRET_KEY = "moto-testing-secret-key"
@@ -71,27 +71,12 @@ class MotoServer:
         raise RuntimeError(f"moto_server did not start; see {self.workdir / 'moto.log'}")
 
     def _wait_ready(self) -> bool:
-        deadline = time.monotonic() + _STARTUP
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                return False
-            try:
-                requests.get(f"{self.url}/moto-api/", timeout=1)
-                return True
-            except requests.RequestException:
-                time.sleep(0.05)
-        return False
+        return wait_until_ready(
+            self.process, lambda: requests.get(f"{self.url}/moto-api/", timeout=1).ok, _STARTUP
+        )
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
         self.process = None
 
     def reset(self) -> None:

