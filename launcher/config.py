@@ -124,8 +124,9 @@ def _read_text(path: str) -> str:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise ConfigUnreadable(f"{path}: is {kind}, not a config file")
+        if stat.S_ISDIR(mode):
+            raise ConfigUnreadable(f"{path}: is a directory, not a config file")
+        raise ConfigUnreadable(f"{path}: not a regular file (a FIFO, socket or device)")
     with os.fdopen(fd, "rb") as file:
         try:
             data = file.read(MAX_CONFIG_BYTES + 1)
