@@ -89,8 +89,8 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
 def _open_backend(
     name: str | None, wanted: Sequence[Ref], environ: Mapping[str, str], deadline: resolve.Deadline
 ) -> backends.Backend | None:
-    if name is not None and name not in backends.REGISTRY:
-        raise UsageError(f"unknown backend {name!r}; choose one of: {', '.join(backends.REGISTRY)}")
+    if name is not None:
+        backends.spec(name)  # an unknown name is a usage error even with nothing to resolve
     if not wanted:
         return None  # nothing to resolve: import no SDK, contact nothing
     if name is None:

@@ -102,21 +102,25 @@ def reject_port(ref: Ref) -> None:
         raise BadReference("this backend takes no host or port", ref=ref.text)
 
 
-def names() -> list[str]:
-    return list(REGISTRY)
-
-
 def secret_env() -> set[str]:
     """Every backend's credential variables."""
-    return {variable for spec in REGISTRY.values() for variable in spec.secret_env}
+    return {variable for entry in REGISTRY.values() for variable in entry.secret_env}
+
+
+def spec(name: str) -> Spec:
+    """The registry entry for `name`, or UsageError (2) naming the choices."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown backend {name!r}; choose one of: {', '.join(REGISTRY)}"
+        ) from None
 
 
 def load(name: str) -> type[Backend]:
     """The backend class for `name`, importing its module (and SDK) now."""
-    spec = REGISTRY.get(name)
-    if spec is None:
-        raise UsageError(f"unknown backend {name!r}; choose one of: {', '.join(REGISTRY)}")
-    module_name, class_name = spec.target.split(":")
+    entry = spec(name)
+    module_name, class_name = entry.target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -126,10 +130,10 @@ def load(name: str) -> type[Backend]:
             ) from None
         raise NotConfigured(
             f"backend {name} needs the Python package {error.name!r}: "
-            f"pip install 'kms-launch[{spec.extra}]'"
+            f"pip install 'kms-launch[{entry.extra}]'"
         ) from None
     backend: type[Backend] = getattr(module, class_name)
     return backend
 
 
-__all__ = ["Backend", "Spec", "load", "names", "reject_field", "reject_port", "secret_env"]
+__all__ = ["Backend", "Spec", "load", "reject_field", "reject_port", "secret_env", "spec"]
