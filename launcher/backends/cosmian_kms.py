@@ -97,7 +97,7 @@ class CosmianKmsBackend(Backend):
     def _get(self, ref: Ref) -> bytes:
         url = self.url(ref)
         uid = ref.path[0]
-        body = {
+        body: dict[str, Any] = {
             "tag": "Get",
             "value": [
                 {"tag": "UniqueIdentifier", "type": "TextString", "value": uid},
