@@ -126,7 +126,7 @@ def env_store() -> SecretStore:
 
 @pytest.fixture(scope="session")
 def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """An OpenBao dev server over HTTP (root token `root`, KV v2 at `secret/`)."""
+    """An OpenBao dev server over HTTP (root token in `.token`, KV v2 at `secret/`)."""
     from tests.servers.openbao import OpenBao
 
     with OpenBao(tmp_path_factory.mktemp("openbao")) as server:
