@@ -62,6 +62,11 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
                 backend.name,
                 deadline.elapsed(),
             )
+            for occurrence in occurrences if log.isEnabledFor(logging.INFO) else ():
+                for span in occurrence.spans:
+                    log.info(
+                        "  %s: %s (%d bytes)", occurrence.key_path, span.ref, len(values[span.ref])
+                    )
         replacements = launch.deliver(values, _first_key_paths(occurrences))
     except Failures as failures:
         if options.check:
@@ -81,6 +86,10 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
             *(backend.consumed_env() if backend else ()),
         },
         options.keep_env,
+    )
+    log.info(
+        "removed from the server's environment: %s",
+        ", ".join(sorted(set(environ) - set(server_environ))) or "nothing",
     )
     log.info("exec %s with config %s", executable, config_path)
     launch.exec_server(executable, launch.server_argv(argv, config_path), server_environ)

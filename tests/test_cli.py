@@ -159,6 +159,7 @@ def test_verbose_logs_each_step_to_stderr_without_values(run_launcher, write_con
     assert launch.returncode == 0
     assert "1 references (1 distinct)" in launch.stderr
     assert "resolved 1 references from file" in launch.stderr
+    assert "  a: secret://x (20 bytes)" in launch.stderr
     assert "exec " in launch.stderr
     assert "verbose-secret-value" not in launch.output
 
