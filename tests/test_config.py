@@ -10,11 +10,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import tomlkit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from launcher import config, refs
-from launcher.errors import ConfigUnreadable, Failures, InvalidConfig
+from launcher.errors import BadReference, ConfigUnreadable, Failures, InvalidConfig
 
 NESTED = """\
 # the KMS config
@@ -199,3 +200,58 @@ def test_a_config_larger_than_the_limit_is_refused(tmp_path: Path) -> None:
         file.truncate(50 * 1024 * 1024)
     with pytest.raises(InvalidConfig, match="larger than"):
         config.load(str(path))
+
+
+# -- fuzzing: any document, any values --------------------------------------------------------
+
+REFERENCES = ["secret://kv/a", "secret://kv/b#f", "secret://[::1]:9998/obj"]
+pieces = st.one_of(st.text(max_size=8), st.sampled_from([*REFERENCES, "secret://", "%", "#", "@", '"', "\n"]))
+strings = st.lists(pieces, max_size=6).map("".join)
+scalars = st.one_of(strings, st.integers(), st.booleans(), st.floats(allow_nan=False))
+documents = st.dictionaries(
+    st.text(min_size=1, max_size=6),
+    st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(min_size=1, max_size=4), inner, max_size=3),
+        max_leaves=12,
+    ),
+    max_size=5,
+)
+
+
+def _replaced(value: object, values: dict[refs.Ref, str]) -> object:
+    """The expected value: every reference in every string replaced, everything else as it was."""
+    if isinstance(value, str):
+        out, position = [], 0
+        for span in refs.find(value):
+            out += [value[position : span.start], values[span.ref]]
+            position = span.end
+        return "".join([*out, value[position:]])
+    if isinstance(value, list):
+        return [_replaced(item, values) for item in value]
+    if isinstance(value, dict):
+        return {key: _replaced(item, values) for key, item in value.items()}
+    return value
+
+
+def _find(document: tomlkit.TOMLDocument) -> tuple[list[config.Occurrence], Failures | None]:
+    try:
+        return config.find_references(document), None
+    except Failures as failures:
+        return [], failures
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(data=documents, replacement=secret_values)
+def test_any_document_substitutes_into_a_document_that_parses_to_the_expected_values(
+    data: dict[str, object], replacement: str
+) -> None:
+    document = config.parse(tomlkit.dumps(data))
+    original = tomllib.loads(document.as_string())
+    found, malformed = _find(document)
+    if malformed is not None:  # malformed references are reported, never a crash
+        assert {type(error) for error in malformed.errors} == {BadReference}
+        return
+    values = {span.ref: replacement + span.ref.text[-1] for o in found for span in o.spans}
+    config.substitute(found, values)
+    assert tomllib.loads(config.dump(document).decode()) == _replaced(original, values)
