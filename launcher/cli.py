@@ -51,6 +51,7 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
         len(occurrences),
     )
 
+    key_paths = _key_paths(occurrences)
     backend = _open_backend(options.backend, wanted, environ, deadline)
     values: dict[Ref, bytes] = {}
     try:
@@ -67,11 +68,12 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
                     log.info(
                         "  %s: %s (%d bytes)", occurrence.key_path, span.ref, len(values[span.ref])
                     )
-        replacements = launch.deliver(values, _first_key_paths(occurrences))
+        # A secret file's memfd is named after the first key that uses it, never its content.
+        replacements = launch.deliver(values, {ref: key_paths[ref.text][0] for ref in values})
     except Failures as failures:
         if options.check:
             _print_check(occurrences, {**failures.resolved, **values}, failures)
-        raise _located(failures, occurrences) from None
+        raise _located(failures, key_paths) from None
     if options.check:
         _print_check(occurrences, values, None)
         return
@@ -110,27 +112,21 @@ def _open_backend(
     return backends.load(name)(environ, deadline)
 
 
-def _first_key_paths(occurrences: Sequence[config.Occurrence]) -> dict[Ref, str]:
-    paths: dict[Ref, str] = {}
+def _key_paths(occurrences: Sequence[config.Occurrence]) -> dict[str, list[str]]:
+    """Each reference (as written) and the keys that use it, in document order."""
+    places: dict[str, dict[str, None]] = {}
     for occurrence in occurrences:
         for span in occurrence.spans:
-            paths.setdefault(span.ref, occurrence.key_path)
-    return paths
+            places.setdefault(span.ref.text, {})[occurrence.key_path] = None
+    return {ref: list(keys) for ref, keys in places.items()}
 
 
-def _located(failures: Failures, occurrences: Sequence[config.Occurrence]) -> Failures:
+def _located(failures: Failures, key_paths: Mapping[str, list[str]]) -> Failures:
     """One error per place a failed reference is used, so each report line names its key."""
-    places: dict[str, list[str]] = {}
-    for occurrence in occurrences:
-        for span in occurrence.spans:
-            places.setdefault(span.ref.text, []).append(occurrence.key_path)
     located: list[LaunchError] = []
     for error in failures.errors:
-        if error.key_path or error.ref not in places:
-            located.append(error)
-            continue
-        for place in dict.fromkeys(places[error.ref]):
-            located.append(copy.copy(error).at(place))
+        places = key_paths.get(error.ref or "", []) if not error.key_path else []
+        located.extend([copy.copy(error).at(place) for place in places] or [error])
     return Failures(located)
 
 
