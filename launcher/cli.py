@@ -13,6 +13,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from launcher import backends, config, launch, resolve
+from launcher.backends import Secret
 from launcher.errors import EX_USAGE, Failures, LaunchError, NotConfigured, UsageError
 from launcher.refs import Ref
 
@@ -53,7 +54,7 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
 
     key_paths = _key_paths(occurrences)
     backend = _open_backend(options.backend, wanted, environ, deadline)
-    values: dict[Ref, bytes] = {}
+    values: dict[Ref, Secret] = {}
     try:
         if backend is not None:
             values = resolve.resolve(backend, wanted)
@@ -66,10 +67,16 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
             for occurrence in occurrences if log.isEnabledFor(logging.INFO) else ():
                 for span in occurrence.spans:
                     log.info(
-                        "  %s: %s (%d bytes)", occurrence.key_path, span.ref, len(values[span.ref])
+                        "  %s: %s (%d bytes)",
+                        occurrence.key_path,
+                        span.ref,
+                        len(values[span.ref].value),
                     )
         # A secret file's memfd is named after the first key that uses it, never its content.
-        replacements = launch.deliver(values, {ref: key_paths[ref.text][0] for ref in values})
+        replacements = launch.deliver(
+            {ref: secret.value for ref, secret in values.items()},
+            {ref: key_paths[ref.text][0] for ref in values},
+        )
     except Failures as failures:
         if options.check:
             _print_check(occurrences, {**failures.resolved, **values}, failures)
@@ -131,7 +138,9 @@ def _located(failures: Failures, key_paths: Mapping[str, list[str]]) -> Failures
 
 
 def _print_check(
-    occurrences: Sequence[config.Occurrence], values: Mapping[Ref, bytes], failures: Failures | None
+    occurrences: Sequence[config.Occurrence],
+    values: Mapping[Ref, Secret],
+    failures: Failures | None,
 ) -> None:
     """One line per reference: key path, reference, status, value length. Never the value."""
     reasons = {error.ref: error.message for error in (failures.errors if failures else [])}
@@ -141,7 +150,7 @@ def _print_check(
             if ref.text in reasons:
                 status = f"error\t{reasons[ref.text]}"
             elif ref in values:
-                status = f"ok\t{len(values[ref])} bytes"
+                status = f"ok\t{len(values[ref].value)} bytes"
             else:
                 status = "error\tnot resolved: another failure stopped the run"
             print(f"{occurrence.key_path}\t{ref.text}\t{status}")

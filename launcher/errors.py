@@ -126,10 +126,10 @@ class Failures(LaunchError):
     """Several failures reported together; the exit code is the most permanent among them."""
 
     def __init__(
-        self, errors: Iterable[LaunchError], resolved: Mapping[Any, bytes] | None = None
+        self, errors: Iterable[LaunchError], resolved: Mapping[Any, Any] | None = None
     ) -> None:
         # What did resolve, so --check can still report those references as ok.
-        self.resolved: Mapping[Any, bytes] = resolved or {}
+        self.resolved: Mapping[Any, Any] = resolved or {}  # Ref -> Secret
         self.errors: list[LaunchError] = []
         for error in errors:
             self.errors.extend(error.errors if isinstance(error, Failures) else [error])

@@ -13,14 +13,17 @@ from launcher.errors import BadReference
 VALUE = "secret"  # substituted as a TOML string
 FILE = "secret+file"  # bytes delivered in their own memfd, path substituted
 FILE_BASE64 = "secret+file+base64"  # same, base64-decoded first
+URL = "secret+url"  # substituted percent-encoded, for a value that sits inside a URL
+VERSION_PARAMETER = "version"  # secret://...?version=<pin>: the one pin syntax of every backend
 
 _SEGMENT = r"[A-Za-z0-9._~%+=-]+"
 _REFERENCE = re.compile(
     rf"""
-    (?P<scheme>secret(?:\+file(?:\+base64)?)?)://
+    (?P<scheme>secret(?:\+file(?:\+base64)?|\+url)?)://
     (?: (?P<ipv6>\[[^\]/\#\s]*\]) | (?P<name>{_SEGMENT}) )?
     (?: :(?P<port>[0-9]+) )?
     (?P<path>(?:/{_SEGMENT})*)
+    (?: \?version=(?P<version>{_SEGMENT}) )?
     (?: \#(?P<field>{_SEGMENT}) )?
     """,
     re.VERBOSE,
@@ -40,6 +43,7 @@ class Ref:
     port: int | None
     path: tuple[str, ...]  # decoded segments after the first
     field: str | None
+    version: str | None = None  # the pin of ?version=<pin>, decoded
 
     def __str__(self) -> str:
         return self.text
@@ -65,7 +69,7 @@ def find(text: str) -> Iterator[Span]:
         return
     for match in _REFERENCE.finditer(text):
         ref = _parse(match, text)
-        if ref.scheme != VALUE and (match.start() != 0 or match.end() != len(text)):
+        if ref.scheme not in (VALUE, URL) and (match.start() != 0 or match.end() != len(text)):
             raise BadReference(
                 f"{ref.scheme}:// must be the whole value, not part of a string", ref=ref.text
             )
@@ -100,6 +104,7 @@ def _parse(match: re.Match[str], text: str) -> Ref:
             raise BadReference(f"port {port} out of range", ref=written)
     path = tuple(_decode(segment, written) for segment in match.group("path").split("/")[1:])
     field = match.group("field")
+    version = match.group("version")
     return Ref(
         text=written,
         scheme=match.group("scheme"),
@@ -107,6 +112,7 @@ def _parse(match: re.Match[str], text: str) -> Ref:
         port=port,
         path=path,
         field=None if field is None else _decode(field, written),
+        version=None if version is None else _decode(version, written),
     )
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 from launcher.errors import BackendUnavailable, BadReference, Failures, LaunchError
 
 if TYPE_CHECKING:
-    from launcher.backends import Backend
+    from launcher.backends import Backend, Secret
     from launcher.refs import Ref
 
 T = TypeVar("T")
@@ -89,7 +89,7 @@ def concurrently(
     return results, failures
 
 
-def resolve(backend: Backend, wanted: Iterable[Ref]) -> dict[Ref, bytes]:
+def resolve(backend: Backend, wanted: Iterable[Ref]) -> dict[Ref, Secret]:
     """Every distinct reference's value, fetched in one call, or Failures naming each miss."""
     unique = list(dict.fromkeys(wanted))
     malformed: list[LaunchError] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from launcher.errors import BadReference, NotConfigured, UsageError
@@ -49,6 +49,15 @@ REGISTRY: dict[str, Spec] = {
 }
 
 
+@dataclass(frozen=True)
+class Secret:
+    """What a reference resolved to: the bytes and, where the backend says, which version."""
+
+    value: bytes = field(repr=False)  # never in a repr: reprs end up in tracebacks and logs
+    version: str | None = None  # the backend's identifier of the version read
+    created: float | None = None  # when that version was created (epoch seconds), if known
+
+
 class Backend:
     """What every backend is: built from the environment and the run's deadline, then asked to
     check each reference's shape and to fetch them all at once."""
@@ -62,7 +71,7 @@ class Backend:
     def check(self, ref: Ref) -> None:
         """Raise BadReference if `ref` cannot name a secret of this backend."""
 
-    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, Secret]:
         """Every reference's value, or raise (Failures listing each miss); batches itself."""
         raise NotImplementedError
 
@@ -136,4 +145,4 @@ def load(name: str) -> type[Backend]:
     return backend
 
 
-__all__ = ["Backend", "Spec", "load", "reject_field", "reject_port", "secret_env", "spec"]
+__all__ = ["Backend", "Secret", "Spec", "load", "reject_field", "reject_port", "secret_env", "spec"]

@@ -12,7 +12,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from launcher.backends import Backend, reject_field, reject_port
+from launcher.backends import Backend, Secret, reject_field, reject_port
 from launcher.backends._transport import retry_after, tls_error, unreachable
 from launcher.errors import (
     AccessDenied,
@@ -99,7 +99,7 @@ class SsmBackend(Backend):
                 ref=ref.text,
             )
 
-    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, Secret]:
         wanted: dict[tuple[str, str], list[Ref]] = {}
         for ref in refs:
             wanted.setdefault((ref.host, _parameter(ref)), []).append(ref)
@@ -120,13 +120,13 @@ class SsmBackend(Backend):
             for (region, _names), answers in outcomes.items()
             for name, outcome in answers.items()
         }
-        values: dict[Ref, bytes] = {}
+        values: dict[Ref, Secret] = {}
         failures: list[LaunchError] = []
         for key, key_refs in wanted.items():
             outcome = found[key]
             for ref in key_refs:
                 if isinstance(outcome, bytes):
-                    values[ref] = outcome
+                    values[ref] = Secret(outcome)
                 else:
                     failure = copy.copy(outcome)  # one report line per reference
                     failure.ref = ref.text

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import msal
 import requests
 
-from launcher.backends import Backend, reject_field, reject_port
+from launcher.backends import Backend, Secret, reject_field, reject_port
 from launcher.backends._http import Session, ca_bundle, transport_error
 from launcher.backends._transport import retry_after
 from launcher.errors import (
@@ -112,7 +112,7 @@ class AzureKeyVaultBackend(Backend):
         if len(ref.path) == 3 and not _VERSION.fullmatch(ref.path[2]):
             raise BadReference(f"{ref.path[2]!r} is not a secret version", ref=ref.text)
 
-    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, Secret]:
         if not refs:
             return {}
         # One token for every reference, acquired before fanning out (not once per thread).
@@ -120,7 +120,7 @@ class AzureKeyVaultBackend(Backend):
             token = retry(self.deadline, self._acquire_token)
         except LaunchError as error:
             raise Failures([error]) from None
-        values, failures = concurrently(lambda ref: self._secret(ref, token), refs)
+        values, failures = concurrently(lambda ref: Secret(self._secret(ref, token)), refs)
         if failures:
             raise Failures(failures, resolved=values)
         return values

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import requests
 import urllib3
 
-from launcher.backends import Backend, reject_field
+from launcher.backends import Backend, Secret, reject_field
 from launcher.backends._http import Session, ca_bundle, transport_error
 from launcher.backends._transport import retry_after
 from launcher.errors import (
@@ -74,8 +74,10 @@ class CosmianKmsBackend(Backend):
         )
         return f"{'http' if plain else 'https'}://{ref.host}:{ref.port or DEFAULT_PORT}{PATH}"
 
-    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
-        values, failures = concurrently(self._get, refs)
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, Secret]:
+        values, failures = concurrently(
+            lambda ref: Secret(self._get(ref), version=ref.path[0]), refs
+        )
         if failures:
             raise Failures(failures, resolved=values)
         return values

@@ -7,7 +7,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import ClassVar
 
-from launcher.backends import Backend, reject_field, reject_port
+from launcher.backends import Backend, Secret, reject_field, reject_port
 from launcher.errors import BadReference, Failures, SecretNotFound
 from launcher.refs import Ref
 from launcher.resolve import Deadline
@@ -30,9 +30,11 @@ class EnvBackend(Backend):
         if ref.path or not _VARIABLE.fullmatch(ref.host):
             raise BadReference("expected secret://<VARIABLE_NAME>", ref=ref.text)
 
-    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, Secret]:
         values = {
-            ref: os.fsencode(self.environ[ref.host]) for ref in refs if ref.host in self.environ
+            ref: Secret(os.fsencode(self.environ[ref.host]))
+            for ref in refs
+            if ref.host in self.environ
         }
         self._consumed = {ref.host for ref in values}
         if len(values) < len(refs):

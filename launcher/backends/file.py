@@ -7,7 +7,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from launcher.backends import Backend, reject_field, reject_port
+from launcher.backends import Backend, Secret, reject_field, reject_port
 from launcher.errors import AccessDenied, BadReference, Failures, LaunchError, SecretNotFound
 from launcher.refs import VALUE, Ref
 
@@ -37,9 +37,9 @@ class FileBackend(Backend):
                     f"file names may not contain '/', '.' or '..' ({segment!r})", ref=ref.text
                 )
 
-    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, Secret]:
         root = os.path.realpath(self.directory)
-        values: dict[Ref, bytes] = {}
+        values: dict[Ref, Secret] = {}
         failures: list[LaunchError] = []
         for ref in refs:
             try:
@@ -51,7 +51,7 @@ class FileBackend(Backend):
             # secret; secret+file:// delivers the bytes exactly as stored.
             if ref.scheme == VALUE and value.endswith(b"\n"):
                 value = value[:-1]
-            values[ref] = value
+            values[ref] = Secret(value)
         if failures:
             raise Failures(failures, resolved=values)
         return values

@@ -13,7 +13,7 @@ import requests
 import urllib3
 from hvac.utils import format_url
 
-from launcher.backends import Backend, reject_port
+from launcher.backends import Backend, Secret, reject_port
 from launcher.backends._http import pooled, transport_error
 from launcher.backends._transport import retry_after
 from launcher.errors import (
@@ -40,7 +40,7 @@ _TRUE = {"1", "t", "T", "true", "TRUE", "True"}
 _FALSE = {"0", "f", "F", "false", "FALSE", "False"}
 _JSON_TYPES = {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}
 
-Secret = tuple[str, str]  # (mount, path): the unit of one read
+KvPath = tuple[str, str]  # (mount, path): the unit of one read
 log = logging.getLogger("kms-launch")
 
 
@@ -61,8 +61,8 @@ class VaultBackend(Backend):
                     "mount and path segments may not be empty, '.' or '..'", ref=ref.text
                 )
 
-    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, bytes]:
-        wanted: dict[Secret, list[Ref]] = {}
+    def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, Secret]:
+        wanted: dict[KvPath, list[Ref]] = {}
         for ref in refs:
             wanted.setdefault((ref.host, "/".join(ref.path)), []).append(ref)
         try:
@@ -70,14 +70,14 @@ class VaultBackend(Backend):
         except LaunchError as error:  # backend-wide: no credentials, login refused
             raise Failures([error]) from None
 
-        def read(secret: Secret) -> dict[str, Any] | LaunchError:
+        def read(secret: KvPath) -> dict[str, Any] | LaunchError:
             try:
                 return self._read(client, secret)
             except LaunchError as error:
                 return error
 
         reads, _ = concurrently(read, list(wanted))
-        values: dict[Ref, bytes] = {}
+        values: dict[Ref, Secret] = {}
         failures: list[LaunchError] = []
         for secret, secret_refs in wanted.items():
             data = reads[secret]
@@ -88,7 +88,7 @@ class VaultBackend(Backend):
                     failures.append(failure)
                     continue
                 try:
-                    values[ref] = _field(data, ref, secret)
+                    values[ref] = Secret(_field(data, ref, secret))
                 except LaunchError as error:
                     failures.append(error)
         if failures:
@@ -177,7 +177,7 @@ class VaultBackend(Backend):
         client.token = token
         return client
 
-    def _read(self, client: hvac.Client, secret: Secret) -> dict[str, Any]:
+    def _read(self, client: hvac.Client, secret: KvPath) -> dict[str, Any]:
         mount, path = secret
         where = f"{mount}/{path}"
         answer = self._request(client, "get", format_url("/v1/{}/data/{}", mount, path), where)
@@ -251,7 +251,7 @@ def _status_error(response: requests.Response, what: str, login: bool) -> Launch
     return BackendFailed(f"Vault answered HTTP {status} ({what})")
 
 
-def _field(data: Mapping[str, Any], ref: Ref, secret: Secret) -> bytes:
+def _field(data: Mapping[str, Any], ref: Ref, secret: KvPath) -> bytes:
     field = ref.field or DEFAULT_FIELD
     where = "/".join(secret)
     if field not in data:
