@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from launcher.errors import BadReference, NotConfigured, UsageError
+from launcher.files import read_credential
 from launcher.refs import Ref
 from launcher.resolve import Deadline
 
@@ -67,6 +68,9 @@ class Backend:
     def __init__(self, environ: Mapping[str, str], deadline: Deadline) -> None:
         self.environ = environ
         self.deadline = deadline
+        # Whether a credential came from $CREDENTIALS_DIRECTORY: then the server's environment
+        # loses CREDENTIALS_DIRECTORY too, so it is not pointed at the vault's keys.
+        self.credentials_used = False
 
     def check(self, ref: Ref) -> None:
         """Raise BadReference if `ref` cannot name a secret of this backend."""
@@ -77,7 +81,7 @@ class Backend:
 
     def consumed_env(self) -> Collection[str]:
         """Variables this run read secrets from, scrubbed before exec beyond the registry's."""
-        return ()
+        return ("CREDENTIALS_DIRECTORY",) if self.credentials_used else ()
 
     def credential(self, variable: str) -> str | None:
         """A credential from the environment, else from systemd's $CREDENTIALS_DIRECTORY
@@ -88,15 +92,13 @@ class Backend:
         directory = self.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             return None
-        try:
-            with open(os.path.join(directory, variable.lower().replace("_", "-")), "rb") as file:
-                return file.read().decode("utf-8").rstrip("\r\n") or None
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as error:
-            raise NotConfigured(
-                f"cannot read credential {variable} from $CREDENTIALS_DIRECTORY: {error}"
-            ) from None
+        name = variable.lower().replace("_", "-")
+        found = read_credential(
+            os.path.join(directory, name), f"{variable} from $CREDENTIALS_DIRECTORY/{name}"
+        )
+        if found is not None:
+            self.credentials_used = True
+        return found
 
 
 def reject_field(ref: Ref) -> None:

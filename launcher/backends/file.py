@@ -38,6 +38,9 @@ class FileBackend(Backend):
                 )
 
     def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, Secret]:
+        self.credentials_used = not self.environ.get("KMS_SECRETS_DIR") and bool(
+            self.environ.get("CREDENTIALS_DIRECTORY")
+        )
         root = os.path.realpath(self.directory)
         values: dict[Ref, Secret] = {}
         failures: list[LaunchError] = []
