@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
+from tomlkit.toml_document import TOMLDocument
 
-from launcher import backends, config, launch, resolve
+from launcher import backends, config, deadline, launch, refs, resolve
 from launcher.backends import Secret
-from launcher.errors import EX_USAGE, Failures, LaunchError, NotConfigured, UsageError
+from launcher.errors import (
+    EX_USAGE,
+    BackendUnavailable,
+    Failures,
+    LaunchError,
+    NotConfigured,
+    OutputFailed,
+    UsageError,
+)
 from launcher.refs import Ref
 
 EX_SOFTWARE = 70  # a bug in kms-launch itself
+T = TypeVar("T")
 log = logging.getLogger("kms-launch")
 
 
@@ -37,12 +49,8 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
     """The pipeline, top to bottom. Execs the server and never returns, unless in check mode."""
     launch.make_non_dumpable()
     launch.exit_on_termination_signals()
-    deadline = resolve.Deadline(options.timeout)
-    # Looked up first: a typo in the command must not cost a round trip to the vault.
-    executable, argv = ("", []) if options.check else launch.find_command(options.command, environ)
-
-    document = config.load(options.config_path)
-    occurrences = config.find_references(document)
+    clock = deadline.Deadline(options.timeout)
+    executable, argv, document, occurrences = _local_checks(options, environ)
     wanted = [span.ref for occurrence in occurrences for span in occurrence.spans]
     log.info(
         "%s: %d references (%d distinct) in %d values",
@@ -53,16 +61,20 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
     )
 
     key_paths = _key_paths(occurrences)
-    backend = _open_backend(options.backend, wanted, environ, deadline)
+    backend: backends.Backend | None = None
     values: dict[Ref, Secret] = {}
     try:
-        if backend is not None:
-            values = resolve.resolve(backend, wanted)
+        if wanted:
+            backend, values = deadline.within(
+                clock,
+                lambda: _resolve(options.backend, wanted, environ, clock),
+                lambda: _too_late(options.backend, wanted, clock),
+            )
             log.info(
                 "resolved %d references from %s in %.3fs",
                 len(values),
                 backend.name,
-                deadline.elapsed(),
+                clock.elapsed(),
             )
             for occurrence in occurrences if log.isEnabledFor(logging.INFO) else ():
                 for span in occurrence.spans:
@@ -104,19 +116,64 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
     launch.exec_server(executable, launch.server_argv(argv, config_path), server_environ)
 
 
-def _open_backend(
-    name: str | None, wanted: Sequence[Ref], environ: Mapping[str, str], deadline: resolve.Deadline
-) -> backends.Backend | None:
-    if name is not None:
-        backends.spec(name)  # an unknown name is a usage error even with nothing to resolve
-    if not wanted:
-        return None  # nothing to resolve: import no SDK, contact nothing
+def _local_checks(
+    options: Options, environ: Mapping[str, str]
+) -> tuple[str, list[str], TOMLDocument, list[config.Occurrence]]:
+    """Everything that needs no backend, before anything remote, its failures reported together:
+    a typo in the backend name, a missing config and a command not on PATH cost no vault
+    request, and a newcomer sees all of them at once rather than one per try."""
+    failures: list[LaunchError] = []
+
+    def step(action: Callable[[], T], fallback: T) -> T:
+        try:
+            return action()
+        except LaunchError as error:
+            failures.append(error)
+            return fallback
+
+    if options.backend is not None:
+        step(lambda: backends.spec(options.backend or ""), None)
+    no_command: tuple[str, list[str]] = ("", [])
+    executable, argv = (
+        no_command
+        if options.check
+        else step(lambda: launch.find_command(options.command, environ), no_command)
+    )
+    document = step(lambda: config.load(options.config_path), None)
+    no_occurrences: list[config.Occurrence] = []
+    occurrences = (
+        step(lambda: config.find_references(document), no_occurrences)
+        if document is not None
+        else no_occurrences
+    )
+    if failures or document is None:
+        raise Failures(failures)
+    return executable, argv, document, occurrences
+
+
+def _resolve(
+    name: str | None, wanted: Sequence[Ref], environ: Mapping[str, str], clock: deadline.Deadline
+) -> tuple[backends.Backend, dict[Ref, Secret]]:
+    """Open the chosen backend (importing its SDK) and resolve every reference with it."""
     if name is None:
         raise NotConfigured(
             f"the config holds {len(wanted)} secret:// references but no backend is chosen:"
             " pass --backend or set KMS_SECRET_BACKEND"
         )
-    return backends.load(name)(environ, deadline)
+    backend = backends.load(name)(environ, clock)
+    return backend, resolve.resolve(backend, wanted)
+
+
+def _too_late(name: str | None, wanted: Sequence[Ref], clock: deadline.Deadline) -> Failures:
+    """What is reported when resolution is still running at the deadline: each reference."""
+    return Failures(
+        BackendUnavailable(
+            f"no answer from the {name} backend within the {clock.seconds:g}s deadline",
+            ref=ref.text,
+            answered=False,
+        )
+        for ref in dict.fromkeys(wanted)
+    )
 
 
 def _key_paths(occurrences: Sequence[config.Occurrence]) -> dict[str, list[str]]:
@@ -150,10 +207,54 @@ def _print_check(
             if ref.text in reasons:
                 status = f"error\t{reasons[ref.text]}"
             elif ref in values:
-                status = f"ok\t{len(values[ref].value)} bytes"
+                secret = values[ref]
+                shown = "" if secret.version is None else f"\tversion {secret.version}"
+                status = f"ok\t{len(secret.value)} bytes{shown}"
             else:
                 status = "error\tnot resolved: another failure stopped the run"
-            print(f"{occurrence.key_path}\t{ref.text}\t{status}")
+            _write(f"{occurrence.key_path}\t{ref.text}\t{status}\n")
+        _warn_unsafe_in_url(occurrence, values)
+
+
+def _warn_unsafe_in_url(occurrence: config.Occurrence, values: Mapping[Ref, Secret]) -> None:
+    """Warn when a plain secret:// value inside a URL's authority would break that URL. Names
+    the key and the reference only: never the value, nor which characters are at fault."""
+    for index, span in enumerate(occurrence.spans):
+        secret = values.get(span.ref)
+        if span.ref.scheme != refs.VALUE or secret is None:
+            continue
+        part = refs.authority_part(occurrence.original, occurrence.spans, index)
+        try:
+            text = secret.value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # already reported as an error: not UTF-8 text
+        if part is not None and refs.breaks_authority(text, part):
+            log.warning(
+                "warning: %s: %s: the value holds characters that would break the URL's %s;"
+                " write secret+url://%s to substitute it percent-encoded",
+                occurrence.key_path,
+                span.ref.text,
+                part,
+                span.ref.text.split("://", 1)[1],
+            )
+
+
+def _finite(value: float) -> float:
+    # click's range check lets NaN (every comparison is false) and infinity through.
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number of seconds")
+    return value
+
+
+def _write(text: str) -> None:
+    """Write to stdout; a closed pipe or a full disk is a reported failure, not a traceback."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as error:
+        raise OutputFailed(
+            f"cannot write to standard output: {error.strerror or type(error).__name__}"
+        ) from None
 
 
 def _show_version(value: bool) -> None:
@@ -205,6 +306,7 @@ def main(
             "--timeout",
             envvar="KMS_LAUNCH_TIMEOUT",
             min=0.1,
+            callback=_finite,
             metavar="SECONDS",
             help="Deadline for all resolution.",
         ),
@@ -236,7 +338,7 @@ def main(
         format="kms-launch: %(message)s",
         stream=sys.stderr,
     )
-    options = Options(config_path, command or [], backend or None, check, timeout, keep_env or [])
+    options = Options(config_path, command or [], backend, check, timeout, keep_env or [])
     run(options, dict(os.environ))
 
 
@@ -273,5 +375,10 @@ def cli(argv: Sequence[str] | None = None) -> int:
 
 
 def exec_app() -> NoReturn:
-    """Console-script entry point."""
-    sys.exit(cli())
+    """Console-script entry point. Exits with os._exit once the report is written: a backend's
+    SDK stuck on a daemon thread, or its exit hooks, must not hold the exit past the deadline."""
+    code = cli()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)

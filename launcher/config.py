@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
+import errno
 import re
-import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from tomlkit.toml_document import TOMLDocument
 
 from launcher import refs
 from launcher.errors import BadReference, ConfigUnreadable, Failures, InvalidConfig, LaunchError
+from launcher.files import Unreadable, read_regular
 
 # A Cosmian KMS config is a few KiB; 16 MiB leaves room for inline PEM bundles while keeping a
 # stray multi-gigabyte file from being read into memory.
@@ -113,27 +113,13 @@ def dump(document: TOMLDocument) -> bytes:
 
 def _read_text(path: str) -> str:
     try:
-        # O_NONBLOCK: opening a FIFO must not hang waiting for a writer; fstat rejects it next.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise ConfigUnreadable(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigUnreadable(f"{path}: is a directory, not a config file") from None
-    except OSError as error:
-        raise ConfigUnreadable(f"{path}: cannot open: {error.strerror}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise ConfigUnreadable(f"{path}: is a directory, not a config file")
-        raise ConfigUnreadable(f"{path}: not a regular file (a FIFO, socket or device)")
-    with os.fdopen(fd, "rb") as file:
-        try:
-            data = file.read(MAX_CONFIG_BYTES + 1)
-        except OSError as error:
-            raise ConfigUnreadable(f"{path}: cannot read: {error.strerror}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise InvalidConfig(f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB, not a config")
+        data, _ = read_regular(path, MAX_CONFIG_BYTES)
+    except Unreadable as error:
+        if error.errno == errno.EFBIG:
+            raise InvalidConfig(
+                f"{path}: larger than {MAX_CONFIG_BYTES // 2**20} MiB, not a config"
+            ) from None
+        raise ConfigUnreadable(f"{path}: {error.strerror}") from None
     if not data.strip():
         raise InvalidConfig(f"{path}: is empty")
     try:

@@ -10,6 +10,8 @@ EX_USAGE = 2
 EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
+EX_OSERR = 71
+EX_IOERR = 74
 EX_NOPERM = 77
 EX_CONFIG = 78
 EX_NOEXEC = 126
@@ -85,10 +87,18 @@ class BackendUnavailable(LaunchError):
     exit_code = EX_UNAVAILABLE
 
     def __init__(
-        self, message: str, *, ref: str | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        ref: str | None = None,
+        retry_after: float | None = None,
+        answered: bool = True,
     ) -> None:
         super().__init__(message, ref=ref)
         self.retry_after = retry_after  # seconds the server asked us to wait, if it said
+        # Whether the backend itself said this (an HTTP status, a throttling code), as opposed
+        # to a connection that failed or an attempt cut short: the report prefers what it said.
+        self.answered = answered
 
 
 class BackendFailed(LaunchError):
@@ -108,6 +118,18 @@ class NotConfigured(LaunchError):
     """No backend chosen, credentials missing, or the backend's extra is not installed."""
 
     exit_code = EX_CONFIG
+
+
+class OutOfResources(LaunchError):
+    """The system refused a resource the hand-over needs (file descriptors, memory for a memfd)."""
+
+    exit_code = EX_OSERR
+
+
+class OutputFailed(LaunchError):
+    """A report could not be written (a closed pipe, a full disk)."""
+
+    exit_code = EX_IOERR
 
 
 class CommandNotExecutable(LaunchError):

@@ -17,17 +17,23 @@ class Unreadable(OSError):
     our own words (the OS's reason or the file's kind), never the file's bytes."""
 
 
-def read_regular(path: str, limit: int) -> bytes:
-    """The bytes of the regular file at `path`, at most `limit` of them, or Unreadable.
+def read_regular(path: str, limit: int) -> tuple[bytes, os.stat_result]:
+    """The bytes of the regular file at `path` (at most `limit`) and its status, or Unreadable.
 
     O_NONBLOCK so that opening a FIFO returns at once instead of waiting for a writer; fstat on
     the opened descriptor (not the path) so the check and the read see the same file."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as error:
-        raise Unreadable(error.errno, error.strerror or type(error).__name__) from None
+        reason = error.strerror or type(error).__name__
+        if error.errno == errno.ENOENT:
+            raise Unreadable(error.errno, "no such file") from None
+        if error.errno == errno.EISDIR:
+            raise Unreadable(error.errno, "is a directory, not a regular file") from None
+        raise Unreadable(error.errno, f"cannot open: {reason}") from None
     try:
-        mode = os.fstat(fd).st_mode
+        status = os.fstat(fd)  # of the file read, not of a path that may be swapped meanwhile
+        mode = status.st_mode
         if not stat.S_ISREG(mode):
             kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
             raise Unreadable(errno.EINVAL, f"is {kind}, not a regular file")
@@ -41,7 +47,7 @@ def read_regular(path: str, limit: int) -> bytes:
             size += len(chunk)
         if size > limit:
             raise Unreadable(errno.EFBIG, f"is larger than {_size(limit)}")
-        return b"".join(chunks)
+        return b"".join(chunks), status
     except Unreadable:
         raise
     except OSError as error:  # EIO, EISDIR on odd filesystems, /proc files that refuse reads
@@ -56,7 +62,7 @@ def read_credential(path: str, what: str) -> str | None:
     """A credential file's text with surrounding whitespace dropped; None if it does not exist.
     Anything else wrong with it is NotConfigured (78) naming `what` and the path, never a byte."""
     try:
-        data = read_regular(path, MAX_CREDENTIAL_BYTES)
+        data, _ = read_regular(path, MAX_CREDENTIAL_BYTES)
     except Unreadable as error:
         if error.errno == errno.ENOENT:
             return None

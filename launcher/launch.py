@@ -17,14 +17,16 @@ from launcher.errors import (
     CommandNotFound,
     Failures,
     LaunchError,
+    OutOfResources,
 )
-from launcher.refs import FILE, FILE_BASE64, Ref
+from launcher.refs import FILE, FILE_BASE64, URL, Ref
 
 DEFAULT_COMMAND = "cosmian_kms"
 CONFIG_PLACEHOLDER = "{config}"
 MFD_NOEXEC_SEAL = 0x0008  # Linux 6.3+: the memfd can never be made executable
 SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 PR_SET_DUMPABLE = 4
+MEMFD_NAME_MAX = 249
 
 
 def make_non_dumpable() -> None:
@@ -43,8 +45,17 @@ def exit_on_termination_signals() -> None:
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
-    # os._exit, not SystemExit: worker threads may sit in a network call; nothing needs cleanup
-    # (no file was written), and the memfds vanish with the process.
+    # Die by the signal itself, as an unhandled SIGTERM would: systemd counts SIGTERM, SIGINT and
+    # SIGHUP deaths as clean, so `systemctl stop` during resolution leaves the unit inactive, not
+    # failed (an exit status of 143 is a failure to it), and shells and supervisors see which
+    # signal it was. The unit could list 143 in SuccessExitStatus= instead, but then every other
+    # supervisor would still be told "exited 143". PID 1 of a PID namespace (a container) is
+    # never killed by a signal it has no handler for, so there it exits 128+signum, the status
+    # runtimes report for it. os.kill/os._exit, not SystemExit: worker threads may sit in a
+    # network call; nothing needs cleanup (no file was written), the memfds vanish with us.
+    if os.getpid() != 1:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
     os._exit(128 + signum)
 
 
@@ -76,21 +87,48 @@ def server_argv(argv: Sequence[str], config_path: str) -> list[str]:
 
 
 def sealed_memfd(name: str, data: bytes) -> str:
-    """Write `data` into an anonymous memfd the server inherits, seal it, return its /proc path."""
+    """Write `data` into an anonymous memfd the server inherits, seal it, return its /proc path.
+    The system refusing (no file descriptors or memory left) is OutOfResources (71)."""
+    label = memfd_name(name)
+    try:
+        fd = _memfd_create(label)
+    except OSError as error:
+        raise OutOfResources(f"cannot create a memfd for {name}: {_hint(error)}") from None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+        os.lseek(fd, 0, os.SEEK_SET)  # a server that reads the inherited fd directly starts at 0
+        os.set_inheritable(fd, True)
+    except OSError as error:
+        os.close(fd)
+        raise OutOfResources(f"cannot fill the memfd for {name}: {_hint(error)}") from None
+    return f"/proc/self/fd/{fd}"
+
+
+def memfd_name(name: str) -> str:
+    """`name` cut to what memfd_create accepts (249 bytes: the kernel's 255 less "memfd:"),
+    at a character boundary. Only a label for /proc/PID/fd links; uniqueness is not needed."""
+    encoded = name.replace("\0", "?").encode("utf-8")
+    return encoded[:MEMFD_NAME_MAX].decode("utf-8", errors="ignore")
+
+
+def _memfd_create(name: str) -> int:
     flags = os.MFD_ALLOW_SEALING
     try:
-        fd = os.memfd_create(name, flags | MFD_NOEXEC_SEAL)
+        return os.memfd_create(name, flags | MFD_NOEXEC_SEAL)
     except OSError as error:
         if error.errno != errno.EINVAL:  # kernel older than 6.3: no MFD_NOEXEC_SEAL
             raise
-        fd = os.memfd_create(name, flags)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
-    os.lseek(fd, 0, os.SEEK_SET)  # a server that reads the inherited fd directly starts at 0
-    os.set_inheritable(fd, True)
-    return f"/proc/self/fd/{fd}"
+        return os.memfd_create(name, flags)
+
+
+def _hint(error: OSError) -> str:
+    reason = error.strerror or type(error).__name__
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        return f"{reason} (raise the open-file limit: LimitNOFILE= or ulimit -n)"
+    return reason
 
 
 def deliver(values: Mapping[Ref, bytes], names: Mapping[Ref, str]) -> dict[Ref, str]:
@@ -104,6 +142,8 @@ def deliver(values: Mapping[Ref, bytes], names: Mapping[Ref, str]) -> dict[Ref, 
                 replacements[ref] = sealed_memfd(names[ref], value)
             elif ref.scheme == FILE_BASE64:
                 replacements[ref] = sealed_memfd(names[ref], _base64_decode(ref, value))
+            elif ref.scheme == URL:
+                replacements[ref] = url_encode(_text(ref, value))
             else:
                 replacements[ref] = _text(ref, value)
         except LaunchError as error:
@@ -111,6 +151,15 @@ def deliver(values: Mapping[Ref, bytes], names: Mapping[Ref, str]) -> dict[Ref, 
     if failures:
         raise Failures(failures)
     return replacements
+
+
+def url_encode(text: str) -> str:
+    """secret+url://: every byte outside RFC 3986's unreserved set (A-Z a-z 0-9 - . _ ~) as %XX
+    of its UTF-8. That is valid unchanged in a userinfo, a path segment and a query value, and
+    every URL parser decodes it back; leaving any delimiter unencoded would break one of them."""
+    from urllib.parse import quote  # only for secret+url://: off the common launch path
+
+    return quote(text, safe="")
 
 
 def scrub_environment(

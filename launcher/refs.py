@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import string
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from urllib.parse import unquote_to_bytes
@@ -28,9 +29,16 @@ _REFERENCE = re.compile(
     """,
     re.VERBOSE,
 )
+_PIN = f"?{VERSION_PARAMETER}="
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _SHOWN_TAIL = re.compile(r"[^\s\"'@]{0,20}")
 MARKER = "secret"  # cheap pre-filter: a string without it holds no reference
+# A URL's authority so far: scheme "://" and no '/', '?' or '#' since (RFC 3986, 3.2).
+_AUTHORITY_BEFORE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)\Z")
+_AUTHORITY_AFTER = re.compile(r"[^/?#]*")
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_SUB_DELIMS = frozenset("!$&'()*+,;=")
+_HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9!$&'()*+,;=._~-]+)(?::[0-9]*)?")
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,39 @@ def parse(text: str) -> Ref:
     return spans[0].ref
 
 
+def authority_part(text: str, spans: Sequence[Span], index: int) -> str | None:
+    """Where reference spans[index] of `text` sits if inside a URL's authority ('user',
+    'password' or 'host'), else None. Other references count as plain characters."""
+
+    def joined(start: int, end: int) -> str:
+        pieces, position = [], start
+        for span in spans:
+            if start <= span.start and span.end <= end:
+                pieces += [text[position : span.start], "x"]
+                position = span.end
+        return "".join([*pieces, text[position:end]])
+
+    span = spans[index]
+    before = _AUTHORITY_BEFORE.search(joined(0, span.start))
+    if before is None:
+        return None
+    authority = before.group(1)
+    after = _AUTHORITY_AFTER.match(joined(span.end, len(text)))
+    if "@" in authority or "@" not in (after.group(0) if after else ""):
+        return "host"
+    return "password" if ":" in authority else "user"
+
+
+def breaks_authority(value: str, part: str) -> bool:
+    """Whether `value`, substituted as is into that part of an authority, changes the URL: a
+    delimiter (@ / ? # and ':' in a user name), '%' (decoded by the parser), anything else
+    outside RFC 3986's characters for that part."""
+    if part == "host":
+        return _HOST_PORT.fullmatch(value) is None
+    allowed = _UNRESERVED | _SUB_DELIMS | ({":"} if part == "password" else set())
+    return any(character not in allowed for character in value)
+
+
 def _parse(match: re.Match[str], text: str) -> Ref:
     written = match.group(0)
     following = text[match.end() : match.end() + 1]
@@ -91,6 +132,14 @@ def _parse(match: re.Match[str], text: str) -> Ref:
         raise BadReference("empty or malformed reference", ref=_shown(text, match))
     if following == "#":
         raise BadReference("empty field after '#'", ref=written)
+    if text.startswith(_PIN, match.end()):
+        # Any other '?' ends the reference (a URL's own query may follow one); '?version=' is
+        # ours, so an empty pin, a second one or one after '#field' is a mistake, not text.
+        if match.group("version") is None and match.group("field") is None:
+            raise BadReference("empty version after '?version='", ref=_shown(text, match))
+        raise BadReference(
+            "one '?version=<pin>' at most, before any '#field'", ref=_shown(text, match)
+        )
     host = match.group("ipv6") or _decode(match.group("name"), written)
     if match.group("ipv6"):
         try:
@@ -99,9 +148,11 @@ def _parse(match: re.Match[str], text: str) -> Ref:
             raise BadReference(f"bad IPv6 address {host}", ref=written) from None
     port = None
     if match.group("port") is not None:
-        port = int(match.group("port"))
+        digits = match.group("port").lstrip("0")
+        # Checked by length first: int() refuses more than 4300 digits with its own ValueError.
+        port = int(digits) if 0 < len(digits) <= 5 else 0
         if not 0 < port < 65536:
-            raise BadReference(f"port {port} out of range", ref=written)
+            raise BadReference(f"port {_shown_port(digits)} out of range", ref=_shown_port(written))
     path = tuple(_decode(segment, written) for segment in match.group("path").split("/")[1:])
     field = match.group("field")
     version = match.group("version")
@@ -131,3 +182,8 @@ def _shown(text: str, match: re.Match[str]) -> str:
     """The malformed reference with a little of what follows, so the user can find it."""
     tail = _SHOWN_TAIL.match(text, match.end())
     return match.group(0) + (tail.group(0) if tail else "")
+
+
+def _shown_port(text: str) -> str:
+    """A port (or a reference holding one) as shown in a message: thousands of digits are cut."""
+    return text if len(text) <= 80 else text[:60] + "..." + text[-10:]

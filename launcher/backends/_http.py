@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from launcher.backends._transport import tls_error, unreachable
+from launcher.deadline import CONCURRENCY
 from launcher.errors import BackendFailed, LaunchError, NotConfigured
-from launcher.resolve import CONCURRENCY
+
+_PRINTABLE = re.compile(r"[^\x21-\x7e]")  # what a report line may show of a Location header
 
 
 def pooled(session: requests.Session) -> requests.Session:
@@ -38,6 +42,31 @@ class Session(requests.Session):
         kwargs["verify"] = self.tls_verify
         kwargs["allow_redirects"] = False  # get() would otherwise default it to True
         return super().request(*args, **kwargs)
+
+
+def redirect_error(
+    response: requests.Response, *, where: str, setting: str, ref: str | None = None
+) -> LaunchError | None:
+    """For a 3xx answer, the (final) error naming where it pointed, without its query; None for
+    any other answer. Redirects are never followed: requests would resend the token (or a
+    login's secret) to whatever host, scheme or port the answer names."""
+    if not 300 <= response.status_code < 400:
+        return None
+    location = response.headers.get("Location", "")
+    target = "nowhere (no Location)"
+    if location:
+        try:
+            parts = urlsplit(urljoin(response.url or "", location))
+            target = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        except ValueError:
+            target = "an address that is not a URL"
+        target = _PRINTABLE.sub("?", target)[:200]
+    return BackendFailed(
+        f"{where} redirected to {target} (HTTP {response.status_code}); kms-launch does not"
+        f" follow redirects, so credentials stay with {setting}: set it to the address that"
+        " answers",
+        ref=ref,
+    )
 
 
 def ca_bundle(environ: Mapping[str, str], variables: Iterable[str]) -> bool | str:

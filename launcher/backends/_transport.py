@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import socket
 import ssl
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from launcher.backends import _sockets
+from launcher.deadline import MAX_ANSWER_BYTES, AnswerTooLarge
 from launcher.errors import BackendFailed, BackendUnavailable, LaunchError
+
+_sockets.install()  # every remote backend imports this module
 
 # Standard library only, and nothing an SDK has not loaded already: importing this is free, and
 # email / http.client are imported only once something has failed.
 
+_DELTA_SECONDS = re.compile(r"[0-9]{1,9}")  # RFC 9110: 1*DIGIT; more than 30 years is absurd
 # getaddrinfo's "no such name" answers; any other resolver failure may pass.
 _NO_SUCH_HOST = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
@@ -63,7 +70,9 @@ def tls_error(
                 ref=ref,
             )
     if any(isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError) for cause in chain):
-        return BackendUnavailable(f"TLS handshake with {where} was cut short", ref=ref)
+        return BackendUnavailable(
+            f"TLS handshake with {where} was cut short", ref=ref, answered=False
+        )
     for cause in chain:  # the TLS library's reason: WRONG_VERSION_NUMBER, a plain-HTTP port...
         if isinstance(cause, ssl.SSLError):
             reason = cause.reason or type(cause).__name__
@@ -82,42 +91,66 @@ def tls_error(
 
 def unreachable(
     error: BaseException, *, where: str, timeout: float, ref: str | None = None
-) -> BackendUnavailable:
-    """The (retried) error for a connection to `where` that failed below TLS and HTTP."""
-    return BackendUnavailable(f"cannot reach {where}: {socket_reason(error, timeout)}", ref=ref)
+) -> LaunchError:
+    """The (retried) error for a connection to `where` that failed below TLS and HTTP; final
+    if the answer outgrew what any secret store sends."""
+    from http.client import HTTPException, IncompleteRead, RemoteDisconnected
+
+    chain = list(causes(error))
+    if any(isinstance(cause, AnswerTooLarge) for cause in chain):
+        return BackendFailed(
+            f"{where} sent an answer larger than {MAX_ANSWER_BYTES // 2**20} MiB", ref=ref
+        )
+    for cause in chain:
+        # Not HTTP at all (a status line that is not one, header lines past 64 KiB, more than
+        # 100 headers): the address is wrong, and asking again will not change the answer.
+        # A reset (RemoteDisconnected) or a truncated body (IncompleteRead) may pass: retried.
+        if isinstance(cause, HTTPException) and not isinstance(
+            cause, RemoteDisconnected | IncompleteRead
+        ):
+            return BackendFailed(
+                f"{where} did not answer in HTTP ({type(cause).__name__}): is the address right?",
+                ref=ref,
+            )
+    return BackendUnavailable(
+        f"cannot reach {where}: {socket_reason(error, timeout)}", ref=ref, answered=False
+    )
 
 
 def socket_reason(error: BaseException, timeout: float) -> str:
     """Why a connection failed, in the OS's words (refused, reset, unknown host) or ours: never
     the URL or anything the server sent, both of which SDK messages quote."""
-    from http.client import RemoteDisconnected
+    from http.client import IncompleteRead, RemoteDisconnected
 
     chain = list(causes(error))
     if any(isinstance(cause, TimeoutError) for cause in chain):  # connect or read, any SDK
-        return f"no answer within {timeout:.1f}s"
+        return f"no complete answer within {timeout:.1f}s"
     for cause in chain:
         if isinstance(cause, socket.gaierror):  # its errno is getaddrinfo's, not strerror's
             return "unknown host" if cause.errno in _NO_SUCH_HOST else "name resolution failed"
         if isinstance(cause, RemoteDisconnected):  # a reset without an errno
             return "the server closed the connection"
+        if isinstance(cause, IncompleteRead):
+            return "the answer was cut short"
         if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) and cause.errno:
             return os.strerror(cause.errno).lower()  # SSLError's errno is OpenSSL's, not the OS's
     return type(error).__name__
 
 
 def retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if there is one."""
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if it holds a sane one.
+    A peer may send anything: a negative, fractional, huge or malformed value, or a date in the
+    year 100000000000, is treated as no header (None) rather than trusted or crashed on."""
     value = (value or "").strip()
-    if not value:
+    if _DELTA_SECONDS.fullmatch(value):
+        return float(value)
+    if not value or len(value) > 64:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
     import email.utils
 
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        seconds = when.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, seconds) if math.isfinite(seconds) else None

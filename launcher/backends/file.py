@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import stat
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-from launcher.backends import Backend, Secret, reject_field, reject_port
-from launcher.errors import AccessDenied, BadReference, Failures, LaunchError, SecretNotFound
-from launcher.refs import VALUE, Ref
+from launcher.backends import Backend, Secret, reject_field, reject_port, reject_version
+from launcher.errors import (
+    AccessDenied,
+    BackendFailed,
+    BadReference,
+    Failures,
+    LaunchError,
+    SecretNotFound,
+)
+from launcher.files import Unreadable, read_regular
+from launcher.refs import URL, VALUE, Ref
 
 DEFAULT_DIRECTORY = "/run/secrets"  # Docker and Compose secrets
 MAX_SECRET_BYTES = 16 * 1024 * 1024
@@ -31,6 +39,7 @@ class FileBackend(Backend):
     def check(self, ref: Ref) -> None:
         reject_field(ref)
         reject_port(ref)
+        reject_version(ref, "a file has only its current content")
         for segment in ref.segments:
             if segment in (".", "..") or "/" in segment or "\0" in segment:
                 raise BadReference(
@@ -46,38 +55,41 @@ class FileBackend(Backend):
         failures: list[LaunchError] = []
         for ref in refs:
             try:
-                value = self._read(root, ref)
+                value, status = self._read(root, ref)
             except LaunchError as error:
                 failures.append(error)
                 continue
             # Files written by editors and `echo` end in a newline nobody meant as part of the
             # secret; secret+file:// delivers the bytes exactly as stored.
-            if ref.scheme == VALUE and value.endswith(b"\n"):
+            if ref.scheme in (VALUE, URL) and value.endswith(b"\n"):
                 value = value[:-1]
-            values[ref] = Secret(value)
+            values[ref] = Secret(value, _version(status), status.st_mtime)
         if failures:
             raise Failures(failures, resolved=values)
         return values
 
-    def _read(self, root: str, ref: Ref) -> bytes:
+    def _read(self, root: str, ref: Ref) -> tuple[bytes, os.stat_result]:
         path = os.path.realpath(os.path.join(root, *ref.segments))
         if os.path.commonpath([root, path]) != root:
             raise BadReference(f"resolves outside {root}", ref=ref.text)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise SecretNotFound(f"no file {path}", ref=ref.text) from None
-        except PermissionError:
-            raise AccessDenied(f"cannot read {path}: permission denied", ref=ref.text) from None
-        except OSError as error:
-            raise SecretNotFound(f"cannot open {path}: {error.strerror}", ref=ref.text) from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise SecretNotFound(f"{path} is not a regular file", ref=ref.text)
-        with os.fdopen(fd, "rb") as file:
-            data = file.read(MAX_SECRET_BYTES + 1)
-        if len(data) > MAX_SECRET_BYTES:
-            raise BadReference(
-                f"{path} is larger than {MAX_SECRET_BYTES // 2**20} MiB", ref=ref.text
-            )
-        return data
+            return read_regular(path, MAX_SECRET_BYTES)
+        except Unreadable as error:
+            raise _unreadable(error, path, ref) from None
+
+
+def _unreadable(error: Unreadable, path: str, ref: Ref) -> LaunchError:
+    why = f"{path}: {error.strerror}"
+    if error.errno == errno.ENOENT:
+        return SecretNotFound(f"no file {path}", ref=ref.text)
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return AccessDenied(f"cannot read {why}", ref=ref.text)
+    if error.errno in (errno.EINVAL, errno.EFBIG, errno.ENOTDIR, errno.ELOOP):
+        return SecretNotFound(why, ref=ref.text)  # not a regular file, or too large for one
+    return BackendFailed(why, ref=ref.text)  # EIO and the like: the store itself failed
+
+
+def _version(status: os.stat_result) -> str:
+    """What changes when the file is replaced or rewritten, without hashing its content: a new
+    file (Kubernetes' atomic swap, `mv`) has a new inode, an edit a new size or mtime."""
+    return f"{status.st_dev}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
