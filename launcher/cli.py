@@ -89,7 +89,8 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
             {ref: secret.value for ref, secret in values.items()},
             {ref: key_paths[ref.text][0] for ref in values},
         )
-    except Failures as failures:
+    except Failures as caught:
+        failures = _per_reference(caught, wanted)
         if options.check:
             _print_check(occurrences, {**failures.resolved, **values}, failures)
         raise _located(failures, key_paths) from None
@@ -146,6 +147,14 @@ def _local_checks(
         if document is not None
         else no_occurrences
     )
+    if occurrences and options.backend is None:
+        count = sum(len(occurrence.spans) for occurrence in occurrences)
+        failures.append(
+            NotConfigured(
+                f"the config holds {count} secret:// references but no backend is chosen:"
+                " pass --backend or set KMS_SECRET_BACKEND"
+            )
+        )
     if failures or document is None:
         raise Failures(failures)
     return executable, argv, document, occurrences
@@ -155,12 +164,7 @@ def _resolve(
     name: str | None, wanted: Sequence[Ref], environ: Mapping[str, str], clock: deadline.Deadline
 ) -> tuple[backends.Backend, dict[Ref, Secret]]:
     """Open the chosen backend (importing its SDK) and resolve every reference with it."""
-    if name is None:
-        raise NotConfigured(
-            f"the config holds {len(wanted)} secret:// references but no backend is chosen:"
-            " pass --backend or set KMS_SECRET_BACKEND"
-        )
-    backend = backends.load(name)(environ, clock)
+    backend = backends.load(name or "")(environ, clock)
     return backend, resolve.resolve(backend, wanted)
 
 
@@ -183,6 +187,25 @@ def _key_paths(occurrences: Sequence[config.Occurrence]) -> dict[str, list[str]]
         for span in occurrence.spans:
             places.setdefault(span.ref.text, {})[occurrence.key_path] = None
     return {ref: list(keys) for ref, keys in places.items()}
+
+
+def _per_reference(failures: Failures, wanted: Sequence[Ref]) -> Failures:
+    """A failure of the whole backend (no credentials, a login refused, a token endpoint that
+    misbehaves) stops every reference: report it for each, so every line names one."""
+    references = list(dict.fromkeys(ref.text for ref in wanted))
+    errors: list[LaunchError] = []
+    for error in failures.errors:
+        if error.ref is None and error.key_path is None:
+            errors.extend(_with_ref(error, ref) for ref in references)
+        else:
+            errors.append(error)
+    return Failures(errors, resolved=failures.resolved)
+
+
+def _with_ref(error: LaunchError, ref: str) -> LaunchError:
+    located = copy.copy(error)
+    located.ref = ref
+    return located
 
 
 def _located(failures: Failures, key_paths: Mapping[str, list[str]]) -> Failures:

@@ -106,11 +106,15 @@ def retry(deadline: Deadline, attempt: Callable[[float], T]) -> T:
             wait_at_least = error.retry_after or 0.0
             if room <= 0 or wait_at_least > room:
                 raise _gave_up(error, answered, tries, deadline) from None
-            import random  # only once something failed: keeps the common path's start-up lean
+            time.sleep(min(max(backoff(tries), wait_at_least), room))
 
-            # The exponent is capped: 2.0 ** 1024 overflows, and the cap is reached long before.
-            backoff = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(tries - 1, 32)))  # noqa: S311
-            time.sleep(min(max(backoff, wait_at_least), room))
+
+def backoff(tries: int) -> float:
+    """The wait after failed attempt number `tries`: exponential with full jitter, capped."""
+    import random  # only once something failed: keeps the common path's start-up lean
+
+    # The exponent is capped too: 2.0 ** 1024 overflows, and BACKOFF_CAP is reached long before.
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(tries - 1, 32)))  # noqa: S311
 
 
 def _gave_up(

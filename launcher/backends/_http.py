@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -13,7 +12,8 @@ from requests.adapters import HTTPAdapter
 
 from launcher.backends._transport import tls_error, unreachable
 from launcher.deadline import CONCURRENCY
-from launcher.errors import BackendFailed, LaunchError, NotConfigured
+from launcher.errors import BackendFailed, LaunchError
+from launcher.files import check_credential_file
 
 _PRINTABLE = re.compile(r"[^\x21-\x7e]")  # what a report line may show of a Location header
 
@@ -75,8 +75,8 @@ def ca_bundle(environ: Mapping[str, str], variables: Iterable[str]) -> bool | st
     for variable in variables:
         path = environ.get(variable)
         if path:
-            if not os.path.exists(path):
-                raise NotConfigured(f"{variable}={path}: no such CA file")
+            # Read like the config first: requests would block on a FIFO or load a huge file.
+            check_credential_file(path, variable)
             return path
     return True
 
