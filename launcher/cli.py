@@ -89,8 +89,10 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
             {ref: secret.value for ref, secret in values.items()},
             {ref: key_paths[ref.text][0] for ref in values},
         )
-    except Failures as caught:
-        failures = _per_reference(caught, wanted)
+    except LaunchError as caught:  # opening the backend raises one error, resolving Failures
+        failures = _per_reference(
+            caught if isinstance(caught, Failures) else Failures([caught]), wanted
+        )
         if options.check:
             _print_check(occurrences, {**failures.resolved, **values}, failures)
         raise _located(failures, key_paths) from None

@@ -324,3 +324,53 @@ def test_the_watchdog_reports_every_reference_when_resolution_outlives_the_deadl
     with pytest.raises(BackendUnavailable, match="late"):
         deadline.within(clock, lambda: time.sleep(30), lambda: BackendUnavailable("late"))
     assert time.monotonic() - started < 0.2 + deadline.GRACE + 0.5
+
+
+# -- 5. misconfiguration is 78 with the variable named --------------------------------------------
+
+AZURE_IDENTITY = {"AZURE_TENANT_ID": "tenant", "AZURE_CLIENT_ID": "client", "AZURE_CLIENT_SECRET": "s"}
+MISCONFIGURED: dict[str, tuple[str, dict[str, str], str, str]] = {
+    "VAULT_ADDR that is not a URL": (
+        "vault", {"VAULT_ADDR": "https://[::1", "VAULT_TOKEN": "t"}, "secret://secret/x", "VAULT_ADDR",
+    ),
+    "VAULT_ADDR of another scheme": (
+        "vault", {"VAULT_ADDR": "ftp://vault", "VAULT_TOKEN": "t"}, "secret://secret/x", "VAULT_ADDR",
+    ),
+    "a VAULT_TOKEN a header cannot carry": (
+        "vault", {"VAULT_ADDR": "http://127.0.0.1:1", "VAULT_TOKEN": "hvs.€"}, "secret://secret/x",
+        "VAULT_TOKEN",
+    ),
+    "a VAULT_NAMESPACE with a newline": (
+        "vault", {"VAULT_ADDR": "http://127.0.0.1:1", "VAULT_TOKEN": "t", "VAULT_NAMESPACE": "a\nb"},
+        "secret://secret/x", "VAULT_NAMESPACE",
+    ),
+    "AWS_ENDPOINT_URL that is not a URL": (
+        "aws-ssm", {"AWS_ENDPOINT_URL": "https://[::1", "AWS_ACCESS_KEY_ID": "a",
+                    "AWS_SECRET_ACCESS_KEY": "b"}, "secret://us-east-1/x", "AWS_ENDPOINT_URL",
+    ),
+    "AZURE_AUTHORITY_HOST that is not a URL": (
+        "azure-kv", {**AZURE_IDENTITY, "AZURE_AUTHORITY_HOST": "https://[::1"},
+        "secret://kms/secrets/x", "AZURE_AUTHORITY_HOST",
+    ),
+    "AZURE_KEYVAULT_URL that is not a URL": (
+        "azure-kv", {**AZURE_IDENTITY, "AZURE_KEYVAULT_URL": "https://[::1"},
+        "secret://kms/secrets/x", "AZURE_KEYVAULT_URL",
+    ),
+    "a COSMIAN_KMS_SECRET_TOKEN a header cannot carry": (
+        "cosmian-kms", {"COSMIAN_KMS_SECRET_TOKEN": "tok€n"}, "secret://127.0.0.1:1/uid",
+        "COSMIAN_KMS_SECRET_TOKEN",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(MISCONFIGURED))
+def test_misconfiguration_is_78_naming_the_variable_at_every_reference(
+    case: str, launch_backend: Callable[..., Callable[..., Launch]]
+) -> None:
+    backend, env, reference, variable = MISCONFIGURED[case]
+    result = launch_backend(backend)(f'a = "{reference}"\n', env, "--timeout", "5")
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.startswith(f"kms-launch: a: {reference}: ")
+    assert variable in result.stderr
+    assert "€" not in result.stderr
+    assert "internal error" not in result.stderr

@@ -12,10 +12,21 @@ from requests.adapters import HTTPAdapter
 
 from launcher.backends._transport import tls_error, unreachable
 from launcher.deadline import CONCURRENCY
-from launcher.errors import BackendFailed, LaunchError
+from launcher.errors import BackendFailed, LaunchError, NotConfigured
 from launcher.files import check_credential_file
 
 _PRINTABLE = re.compile(r"[^\x21-\x7e]")  # what a report line may show of a Location header
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+")  # a token as an HTTP header carries it
+
+
+def header_value(variable: str, value: str) -> str:
+    """`value` if an HTTP header can carry it, else NotConfigured naming where it came from
+    (never the value: it is a credential, and Python's own encode error would quote it)."""
+    if not _HEADER_VALUE.fullmatch(value):
+        raise NotConfigured(
+            f"{variable} holds characters an HTTP header cannot carry (only visible ASCII)"
+        )
+    return value
 
 
 def pooled(session: requests.Session) -> requests.Session:

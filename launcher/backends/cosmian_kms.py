@@ -11,9 +11,16 @@ from typing import Any, ClassVar
 import requests
 import urllib3
 
-from launcher.backends import Backend, Secret, reject_field
-from launcher.backends._http import Session, ca_bundle, transport_error
+from launcher.backends import Backend, Secret, reject_field, reject_version
+from launcher.backends._http import (
+    Session,
+    ca_bundle,
+    header_value,
+    redirect_error,
+    transport_error,
+)
 from launcher.backends._transport import retry_after
+from launcher.deadline import Deadline, concurrently, retry
 from launcher.errors import (
     AccessDenied,
     BackendFailed,
@@ -25,7 +32,6 @@ from launcher.errors import (
     SecretNotFound,
 )
 from launcher.refs import Ref
-from launcher.resolve import Deadline, concurrently, retry
 
 log = logging.getLogger("kms-launch")
 
@@ -38,6 +44,12 @@ _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
 _TYPE_NAME = re.compile(r"[A-Za-z]{1,40}")
 _USABLE_TYPES = ("SecretData", "OpaqueObject")
+# OpaqueObject's bytes: `OpaqueDataValue` in 5.x; 4.x's OpaqueObject variant has no
+# rename_all, so its fields go out under their Rust names (kmip_objects.rs at 4.22.1).
+_OPAQUE_VALUE_TAGS = ("OpaqueDataValue", "opaque_data_value")
+# Inside a KeyMaterial Structure: `ByteString` (4.x's hand-written serialiser for ByteString key
+# material) or `Key` (TransparentSymmetricKey, both releases).
+_KEY_MATERIAL_BYTES_TAGS = ("ByteString", "Key")
 # KMIP enumerations may also be written as hex integers (KMIP 2.1 JSON profile).
 _OBJECT_TYPE_CODES = {
     0x01: "Certificate",
@@ -57,11 +69,13 @@ class CosmianKmsBackend(Backend):
 
     def __init__(self, environ: Mapping[str, str], deadline: Deadline) -> None:
         super().__init__(environ, deadline)
-        self._token = self.credential("COSMIAN_KMS_SECRET_TOKEN")
+        token = self.credential("COSMIAN_KMS_SECRET_TOKEN")
+        self._token = token and header_value("COSMIAN_KMS_SECRET_TOKEN", token)
         self._session = Session(self._verification())
 
     def check(self, ref: Ref) -> None:
         reject_field(ref)
+        reject_version(ref, "a KMS object is immutable, its ID already names one version")
         if len(ref.path) != 1 or not ref.path[0]:
             raise BadReference("expected secret://<host>[:<port>]/<object-id>", ref=ref.text)
         if not ref.host.startswith("[") and not _HOSTNAME.fullmatch(ref.host):
@@ -75,6 +89,7 @@ class CosmianKmsBackend(Backend):
         return f"{'http' if plain else 'https'}://{ref.host}:{ref.port or DEFAULT_PORT}{PATH}"
 
     def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, Secret]:
+        # The UID is the version (objects are immutable); KMIP Get carries no creation time.
         values, failures = concurrently(
             lambda ref: Secret(self._get(ref), version=ref.path[0]), refs
         )
@@ -128,6 +143,14 @@ class CosmianKmsBackend(Backend):
 
     def _answer(self, ref: Ref, uid: str, response: requests.Response) -> bytes:
         status = response.status_code
+        redirected = redirect_error(
+            response,
+            where=f"the KMS at {ref.host}:{ref.port or DEFAULT_PORT}",
+            setting="the reference's host and port",
+            ref=ref.text,
+        )
+        if redirected is not None:
+            raise redirected
         # Never quote a body here: the KMS may echo what it holds.
         if status == 200:
             try:
@@ -184,16 +207,14 @@ def object_bytes(answer: Any, ref: Ref) -> bytes:
         )
     content: list[Any] = found[0]["value"]
     if object_type == "OpaqueObject":
-        data = _leaf(content, "OpaqueDataValue")
+        data = _leaf_any(content, _OPAQUE_VALUE_TAGS)
     else:
         block = _children_of(content, "KeyBlock") or []
         if _find(block, "KeyWrappingData") is not None:
             raise BadSecretValue(
                 "the object is stored wrapped by another key; store it unwrapped", ref=ref.text
             )
-        data = _leaf(_children_of(block, "KeyValue") or [], "KeyMaterial")
-        if isinstance(data, list):  # a structure holding the bytes as `Key`
-            data = _leaf(data, "Key")
+        data = _key_material(_children_of(block, "KeyValue") or [])
     if not isinstance(data, str):
         raise BackendFailed("the KMS answer holds no object bytes", ref=ref.text)
     try:
@@ -206,12 +227,32 @@ def _object_type(tag: Any, declared: Any) -> str | None:
     """The object's type name: its tag (current servers), else for the tag `Object` (older
     ones) the ObjectType, a name or a hex code. None if it is nothing we may repeat."""
     name = declared if tag == "Object" else tag
+    if isinstance(name, int) and not isinstance(name, bool):  # an Enumeration as a JSON number
+        name = _OBJECT_TYPE_CODES.get(name)
     if isinstance(name, str) and name.startswith("0x"):
         try:
             name = _OBJECT_TYPE_CODES.get(int(name, 16))
         except ValueError:
             return None
     return name if isinstance(name, str) and _TYPE_NAME.fullmatch(name) else None
+
+
+def _key_material(key_value: list[Any]) -> Any:
+    """The hex of a KeyValue's KeyMaterial, in whichever way the KMS wrote it: a ByteString
+    itself (5.x, KeyFormatType Raw or Opaque), a Structure holding a `ByteString` (4.x
+    serialises every ByteString key material so), or one holding `Key` (TransparentSymmetricKey).
+    Anything else (a transparent RSA or EC key, a missing value) is None."""
+    material = _leaf(key_value, "KeyMaterial")
+    if isinstance(material, list):
+        return _leaf_any(material, _KEY_MATERIAL_BYTES_TAGS)
+    return material
+
+
+def _leaf_any(items: list[Any], tags: tuple[str, ...]) -> Any:
+    """The value of the one item tagged with any of `tags`; None if there is none or several
+    (two candidates would make the answer ambiguous, and guessing could deliver the wrong bytes)."""
+    matches = [item for item in items if isinstance(item, dict) and item.get("tag") in tags]
+    return matches[0].get("value") if len(matches) == 1 else None
 
 
 def _find(items: list[Any], tag: str) -> dict[str, Any] | None:
