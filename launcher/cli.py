@@ -264,6 +264,20 @@ def _warn_unsafe_in_url(occurrence: config.Occurrence, values: Mapping[Ref, Secr
             )
 
 
+def _log_to_stderr(level: int) -> None:
+    """Our own lines on stderr, and nothing of any SDK's: botocore, urllib3 and msal log warnings
+    with tracebacks and answers that may quote a response body or a credential. The root logger
+    gets a NullHandler so that logging's last-resort handler prints none of them either."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("kms-launch: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
+
+
 def _finite(value: float) -> float:
     # click's range check lets NaN (every comparison is false) and infinity through.
     if not math.isfinite(value):
@@ -358,11 +372,7 @@ def main(
 ) -> None:
     if verbose and quiet:
         raise UsageError("-v and -q exclude each other")
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING,
-        format="kms-launch: %(message)s",
-        stream=sys.stderr,
-    )
+    _log_to_stderr(logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
     options = Options(config_path, command or [], backend, check, timeout, keep_env or [])
     run(options, dict(os.environ))
 

@@ -78,14 +78,39 @@ def aim(kind: str, server: hostile.HostileServer, ca: str, azure: Any = None) ->
     if kind == "azure-ad":  # the hostile server is the authority (OpenID discovery, token)
         env = {**azure.environ(), "AZURE_AUTHORITY_HOST": url, "REQUESTS_CA_BUNDLE": ca}
         return Target("azure-kv", env, "secret://kms/secrets/db", [azure.client_secret])
+    if kind == "vault-approle-login":  # the same, named for the credential-provider cases
+        return aim("vault-approle", server, ca, azure)
+    if kind == "aws-web-identity":  # STS AssumeRoleWithWebIdentity is the hostile server
+        token = server_token_file(ca)
+        env = {
+            "AWS_WEB_IDENTITY_TOKEN_FILE": token,
+            "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/kms",
+            "AWS_ENDPOINT_URL_STS": url,
+            "AWS_CA_BUNDLE": ca,
+        }
+        return Target("aws-ssm", env, "secret://us-east-1/kms/db")
+    if kind == "aws-instance-metadata":  # no keys: botocore asks the metadata service
+        env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": url, "AWS_CA_BUNDLE": ca}
+        return Target("aws-ssm", env, "secret://us-east-1/kms/db")
     raise AssertionError(f"no way to aim {kind} at a server: add it to tests/test_hostile.py")
+
+
+def server_token_file(ca: str) -> str:
+    """A web-identity token file beside the CA (any JWT-looking text: the server is hostile)."""
+    path = os.path.join(os.path.dirname(ca), "web-identity-token")
+    with open(path, "w") as file:
+        file.write("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJrbXMifQ.c2lnbmF0dXJl")
+    return path
 
 
 REMOTE = [backend for backend in CONTRACT_BACKENDS if backend not in ("file", "env")]
 KINDS = [*[b for b in REMOTE if b != "azure-kv"], "azure-kv", "azure-ad"]
 # Plain HTTP where the backend allows it, so both socket kinds (plain and TLS) meet every fault;
 # Azure insists on HTTPS, and a Cosmian KMS other than localhost is always HTTPS.
-PLAIN = {"vault", "vault-approle", "aws-ssm", "aws-sm"}
+# Credential providers meet the same faults: a login, a token exchange or a metadata service that
+# trickles must not outlive the deadline either (Azure AD's token discovery is "azure-ad").
+PROVIDERS = ["vault-approle-login", "aws-web-identity", "aws-instance-metadata"]
+PLAIN = {"vault", "vault-approle", "aws-ssm", "aws-sm", *PROVIDERS}
 
 
 def test_every_remote_backend_has_a_way_to_be_aimed_at_the_hostile_server() -> None:
@@ -176,6 +201,9 @@ def _fault_cases() -> list[Any]:
         for fault in [*FAULTS, "stalls the TLS handshake"]:
             marks = [] if fault in QUICK else [pytest.mark.slow]
             cases.append(pytest.param(kind, fault, id=f"{kind}-{fault.replace(' ', '-')}", marks=marks))
+    for kind in PROVIDERS:
+        for fault in ("trickles its body", "never answers"):
+            cases.append(pytest.param(kind, fault, id=f"{kind}-{fault.replace(' ', '-')}"))
     return cases
 
 
