@@ -6,7 +6,9 @@ from typing import NoReturn
 
 
 def main() -> NoReturn:
-    from launcher import launch  # light (ctypes, fcntl, signal): handlers before the heavy imports
+    from launcher import deadline, launch  # light: handlers and the clock before heavy imports
+
+    deadline.count_from_process_start()
 
     # Typer and tomlkit take ~250 ms to import: a Ctrl-C or `systemctl stop` then must exit
     # 128+signal with no traceback, as it does later during resolution.
