@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import logging
 import math
 import os
@@ -15,11 +17,12 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 from tomlkit.toml_document import TOMLDocument
 
-from launcher import backends, config, deadline, launch, refs, resolve
+from launcher import backends, config, deadline, launch, record, refs, resolve
 from launcher.backends import Secret
 from launcher.errors import (
     EX_USAGE,
     BackendUnavailable,
+    Drifted,
     Failures,
     LaunchError,
     NotConfigured,
@@ -29,6 +32,7 @@ from launcher.errors import (
 from launcher.refs import Ref
 
 EX_SOFTWARE = 70  # a bug in kms-launch itself
+NOTICE = 25  # between INFO and WARNING: the launch record's line, shown unless -q
 T = TypeVar("T")
 log = logging.getLogger("kms-launch")
 
@@ -43,6 +47,10 @@ class Options:
     check: bool = False
     timeout: float = 30.0
     keep_env: list[str] = field(default_factory=list)
+    record: str | None = None  # --record PATH
+    against: str | None = None  # --check --against PATH
+    settle: float = 0.0  # --check --settle SECONDS
+    json: bool = False  # --check --json
 
 
 def run(options: Options, environ: Mapping[str, str]) -> None:
@@ -50,7 +58,8 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
     launch.make_non_dumpable()
     launch.exit_on_termination_signals()
     clock = deadline.Deadline(options.timeout)
-    executable, argv, document, occurrences = _local_checks(options, environ)
+    local = _local_checks(options, environ)
+    occurrences = local.occurrences
     wanted = [span.ref for occurrence in occurrences for span in occurrence.spans]
     log.info(
         "%s: %d references (%d distinct) in %d values",
@@ -96,12 +105,29 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
         if options.check:
             _print_check(occurrences, {**failures.resolved, **values}, failures)
         raise _located(failures, key_paths) from None
+    used = record.build(
+        config_path=options.config_path,
+        config_sha256=local.config_sha256,
+        backend=backend.name if backend else options.backend,
+        key_paths=key_paths,
+        resolved=[
+            (ref.text, secret.version, secret.created, len(secret.value))
+            for ref, secret in values.items()
+        ],
+    )
     if options.check:
-        _print_check(occurrences, values, None)
+        if options.json:
+            _write(json.dumps(used.to_json(), indent=2) + "\n")
+        else:
+            _print_check(occurrences, values, None)
+        _keep_record(used, options.record)
+        if options.against is not None:
+            _compare(record.load(options.against), used, options.settle)
         return
 
+    _keep_record(used, options.record or _default_record_path(environ))
     config.substitute(occurrences, replacements)
-    config_path = launch.sealed_memfd("kms.toml", config.dump(document))
+    config_path = launch.sealed_memfd("kms.toml", config.dump(local.document))
     server_environ = launch.scrub_environment(
         environ,
         {
@@ -115,13 +141,53 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
         "removed from the server's environment: %s",
         ", ".join(sorted(set(environ) - set(server_environ))) or "nothing",
     )
-    log.info("exec %s with config %s", executable, config_path)
-    launch.exec_server(executable, launch.server_argv(argv, config_path), server_environ)
+    log.info("exec %s with config %s", local.executable, config_path)
+    launch.exec_server(
+        local.executable, launch.server_argv(local.argv, config_path), server_environ
+    )
 
 
-def _local_checks(
-    options: Options, environ: Mapping[str, str]
-) -> tuple[str, list[str], TOMLDocument, list[config.Occurrence]]:
+def _keep_record(used: record.Record, path: str | None) -> None:
+    """The record as one line on stderr (the journal keeps it), and as JSON at `path`."""
+    log.log(NOTICE, "launch record: %s", used.summary())
+    if path is not None:
+        record.write(used, path)
+
+
+def _default_record_path(environ: Mapping[str, str]) -> str | None:
+    """$RUNTIME_DIRECTORY/launch.json when systemd provides that directory (the first one if
+    RuntimeDirectory= names several)."""
+    directories = environ.get("RUNTIME_DIRECTORY", "")
+    first = directories.split(":", 1)[0]
+    return os.path.join(first, "launch.json") if first else None
+
+
+def _compare(recorded: record.Record, now: record.Record, settle: float) -> None:
+    """Report what changed since `recorded` on stderr; Drifted (exit 3) if anything counts."""
+    found = record.drift(recorded, now, settle)
+    for change in found.changes:
+        log.log(NOTICE, "changed: %s", change.line())
+    for change in found.settling:
+        log.log(NOTICE, "settling (younger than --settle %gs): %s", settle, change.line())
+    if found.changes:
+        raise Drifted(
+            f"{len(found.changes)} change{'s' * (len(found.changes) > 1)} since the run"
+            f" recorded at {record.stamp(recorded.time)}"
+        )
+
+
+@dataclass(frozen=True)
+class Local:
+    """What the local checks found: the server's command, and the config read and parsed."""
+
+    executable: str
+    argv: list[str]
+    document: TOMLDocument
+    occurrences: list[config.Occurrence]
+    config_sha256: str
+
+
+def _local_checks(options: Options, environ: Mapping[str, str]) -> Local:
     """Everything that needs no backend, before anything remote, its failures reported together:
     a typo in the backend name, a missing config and a command not on PATH cost no vault
     request, and a newcomer sees all of them at once rather than one per try."""
@@ -142,7 +208,15 @@ def _local_checks(
         if options.check
         else step(lambda: launch.find_command(options.command, environ), no_command)
     )
-    document = step(lambda: config.load(options.config_path), None)
+    data = step(lambda: config.read(options.config_path), b"")
+    document = (
+        step(
+            lambda: config.parse(config.decode(data, options.config_path), options.config_path),
+            None,
+        )
+        if data
+        else None
+    )
     no_occurrences: list[config.Occurrence] = []
     occurrences = (
         step(lambda: config.find_references(document), no_occurrences)
@@ -159,7 +233,7 @@ def _local_checks(
         )
     if failures or document is None:
         raise Failures(failures)
-    return executable, argv, document, occurrences
+    return Local(executable, argv, document, occurrences, hashlib.sha256(data).hexdigest())
 
 
 def _resolve(
@@ -347,7 +421,7 @@ def main(
             min=0.1,
             callback=_finite,
             metavar="SECONDS",
-            help="Deadline for all resolution.",
+            help="Deadline for the whole run, counted from start: retries and every backend request included.",
         ),
     ] = 30.0,
     keep_env: Annotated[
@@ -358,6 +432,38 @@ def main(
             help="Keep this credential variable in the server's environment (repeatable).",
         ),
     ] = None,
+    record_path: Annotated[
+        str | None,
+        typer.Option(
+            "--record",
+            metavar="PATH",
+            help="Write the launch record (versions, never values) as JSON to PATH, atomically."
+            " Default for a launch: $RUNTIME_DIRECTORY/launch.json when systemd sets it.",
+        ),
+    ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="PATH",
+            help="With --check: compare with a launch record; exit 3 if a version or the config"
+            " changed.",
+        ),
+    ] = None,
+    settle: Annotated[
+        float,
+        typer.Option(
+            "--settle",
+            min=0,
+            callback=_finite,
+            metavar="SECONDS",
+            help="With --against: a version younger than this does not count yet.",
+        ),
+    ] = 0.0,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="With --check: print the launch record as JSON on stdout."),
+    ] = False,
     verbose: Annotated[
         bool,
         typer.Option(
@@ -372,8 +478,21 @@ def main(
 ) -> None:
     if verbose and quiet:
         raise UsageError("-v and -q exclude each other")
-    _log_to_stderr(logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
-    options = Options(config_path, command or [], backend, check, timeout, keep_env or [])
+    _log_to_stderr(logging.INFO if verbose else logging.ERROR if quiet else NOTICE)
+    if not check and (against is not None or json_output or settle):
+        raise UsageError("--against, --settle and --json go with --check")
+    options = Options(
+        config_path,
+        command or [],
+        backend,
+        check,
+        timeout,
+        keep_env or [],
+        record=record_path,
+        against=against,
+        settle=settle,
+        json=json_output,
+    )
     run(options, dict(os.environ))
 
 

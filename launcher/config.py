@@ -55,7 +55,7 @@ class Occurrence:
 
 def load(path: str) -> TOMLDocument:
     """Read and parse the config, or raise ConfigUnreadable (66) / InvalidConfig (65)."""
-    return parse(_read_text(path), path)
+    return parse(decode(read(path), path), path)
 
 
 def parse(text: str, source: str = "config") -> TOMLDocument:
@@ -111,7 +111,8 @@ def dump(document: TOMLDocument) -> bytes:
     return document.as_string().encode("utf-8")
 
 
-def _read_text(path: str) -> str:
+def read(path: str) -> bytes:
+    """The config's bytes: a regular file, not empty, at most MAX_CONFIG_BYTES."""
     try:
         data, _ = read_regular(path, MAX_CONFIG_BYTES)
     except Unreadable as error:
@@ -122,6 +123,11 @@ def _read_text(path: str) -> str:
         raise ConfigUnreadable(f"{path}: {error.strerror}") from None
     if not data.strip():
         raise InvalidConfig(f"{path}: is empty")
+    return data
+
+
+def decode(data: bytes, path: str) -> str:
+    """The config's text; a byte that is not UTF-8 is named by line and offset, never quoted."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:

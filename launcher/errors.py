@@ -7,6 +7,7 @@ from typing import Any, Self
 
 # sysexits(3) codes, so systemd's RestartPreventExitStatus= can tell permanent from transient.
 EX_USAGE = 2
+EX_DRIFT = 3  # not sysexits: --check --against found a newer version or another config
 EX_DATAERR = 65
 EX_NOINPUT = 66
 EX_UNAVAILABLE = 69
@@ -43,6 +44,12 @@ class LaunchError(Exception):
         return ": ".join(
             part for part in ("kms-launch", self.key_path, self.ref, self.message) if part
         )
+
+
+class Drifted(LaunchError):
+    """--check --against: a secret's version or the config changed since the recorded run."""
+
+    exit_code = EX_DRIFT
 
 
 class UsageError(LaunchError):
