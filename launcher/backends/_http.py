@@ -47,6 +47,12 @@ class Session(requests.Session):
         self.tls_verify = verify
         pooled(self)
 
+    def get_redirect_target(self, resp: requests.Response) -> str | None:
+        # requests works out where a 3xx points even when it will not follow it (for
+        # Response.next), decoding the Location header as UTF-8 and failing on a hostile one;
+        # we never follow, and redirect_error() reads the header itself.
+        return None
+
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         # Per request, because requests lets the process's REQUESTS_CA_BUNDLE override a
         # session-level `verify` (and a per-request `True`).
