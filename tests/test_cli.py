@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import sysconfig
+import time
+from pathlib import Path
 
+import psutil
 import pytest
+
+from tests.broken_backend import LEAKED
+from tests.conftest import STANDIN, silent_listener
 
 
 def test_a_missing_config_exits_66_and_execs_nothing(run_launcher, tmp_path) -> None:
@@ -126,7 +134,8 @@ def test_check_mode_prints_one_line_per_reference_without_values(run_launcher, w
     path = write_config('[db]\nurl = "pg://u:secret://db@h"\n[http]\ntoken = "secret://tok"\nagain = "secret://db"\n')
     launch = run_launcher("--backend", "file", "-c", str(path), "--check", env={"KMS_SECRETS_DIR": str(secrets_dir)})
     assert (launch.returncode, launch.report) == (0, None)
-    assert launch.stdout.splitlines() == [
+    # The file backend's version (device:inode:size:mtime_ns) ends each ok line: see test_pins.py.
+    assert [line.split("\tversion ")[0] for line in launch.stdout.splitlines()] == [
         "db.url\tsecret://db\tok\t15 bytes",
         "http.token\tsecret://tok\tok\t18 bytes",
         "http.again\tsecret://db\tok\t15 bytes",
@@ -140,7 +149,7 @@ def test_check_mode_reports_each_failure_and_exits_with_its_code(run_launcher, w
     launch = run_launcher("--backend", "file", "-c", str(path), "--check", env={"KMS_SECRETS_DIR": str(secrets_dir)})
     assert launch.returncode == 65
     lines = launch.stdout.splitlines()
-    assert lines[0] == "a\tsecret://present\tok\t13 bytes"
+    assert lines[0].startswith("a\tsecret://present\tok\t13 bytes\tversion ")
     assert lines[1].startswith("b\tsecret://absent\terror\tno file ")
     assert launch.stderr.splitlines() == [f"kms-launch: b: secret://absent: no file {secrets_dir.resolve()}/absent"]
 
@@ -162,6 +171,15 @@ def test_verbose_logs_each_step_to_stderr_without_values(run_launcher, write_con
     assert "  a: secret://x (20 bytes)" in launch.stderr
     assert "exec " in launch.stderr
     assert "verbose-secret-value" not in launch.output
+
+
+def test_quiet_still_prints_every_failure(run_launcher, write_config, secrets_dir) -> None:
+    path = write_config('a = "secret://absent"\n[t]\nb = "secret://gone"\n')
+    launch = run_launcher("-q", "--backend", "file", "-c", str(path), env={"KMS_SECRETS_DIR": str(secrets_dir)})
+    assert (launch.returncode, launch.report, launch.stdout) == (65, None, "")
+    lines = launch.stderr.splitlines()
+    assert [line.split(": ")[1:3] for line in lines] == [["a", "secret://absent"], ["t.b", "secret://gone"]]
+    assert all("no file" in line for line in lines)
 
 
 def test_quiet_and_default_print_nothing_on_success(run_launcher, write_config, secrets_dir) -> None:
@@ -208,7 +226,18 @@ def test_the_file_backend_imports_no_sdk(write_config, secrets_dir, clean_env) -
     assert result.stdout.strip().splitlines()[-1] == "0 []", result.stderr
 
 
-def test_the_timeout_comes_from_the_environment(run_launcher, write_config) -> None:
+def test_the_timeout_comes_from_the_environment(run_launcher, write_config, ends_by_deadline) -> None:
+    # A vault that never answers: the run ends by KMS_LAUNCH_TIMEOUT's 1 s, not the default 30 s.
+    with silent_listener() as url:
+        launch = run_launcher(
+            "--backend", "vault", "-c", str(write_config('a = "secret://secret/kms"\n')),
+            env={"KMS_LAUNCH_TIMEOUT": "1", "VAULT_ADDR": url, "VAULT_TOKEN": "t"},
+        )
+    assert launch.returncode == 69, launch.stderr
+    ends_by_deadline(launch, "vault", 1)
+
+
+def test_a_timeout_from_the_environment_is_checked_like_the_option(run_launcher, write_config) -> None:
     launch = run_launcher("-c", str(write_config("a = 1\n")), env={"KMS_LAUNCH_TIMEOUT": "0"})
     assert launch.returncode == 2
     assert "0.1" in launch.stderr
@@ -219,3 +248,90 @@ def test_no_traceback_is_ever_printed_for_a_failure(run_launcher, write_config, 
         launch = run_launcher(*args)
         assert launch.returncode != 0
         assert "Traceback" not in launch.output
+
+
+# -- signals, bugs, missing extras, what each backend imports -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGHUP, 129), (signal.SIGTERM, 143)],
+    ids=["SIGINT", "SIGHUP", "SIGTERM"],
+)
+def test_a_signal_while_resolving_ends_the_launcher_with_128_plus_its_number(
+    write_config, clean_env, tmp_path, signum: int, status: int
+) -> None:
+    """Seen from the shell that started it (it dies by the signal itself, so systemd sees a
+    clean stop; as PID 1 of a container it exits with the number: tests/test_pid1.py)."""
+    config = write_config('a = "secret://secret/kms"\n')
+    with silent_listener() as url:
+        env = {**clean_env, "VAULT_ADDR": url, "VAULT_TOKEN": "t", "STANDIN_REPORT": str(tmp_path / "report")}
+        shell = subprocess.Popen(
+            ["sh", "-c", '"$@"; echo "status $?"', "sh",
+             sys.executable, "-m", "launcher", "--backend", "vault", "--timeout", "60", "-c", str(config),
+             "--", sys.executable, str(STANDIN)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            # Until it waits on the vault: its handlers are in place, a secret may be in flight.
+            while not (children := psutil.Process(shell.pid).children()) or not children[0].net_connections("tcp"):
+                assert shell.poll() is None, shell.communicate()
+                time.sleep(0.01)
+            children[0].send_signal(signum)
+            stdout, stderr = shell.communicate(timeout=30)  # long before the 60 s deadline
+        finally:
+            if shell.poll() is None:
+                for child in psutil.Process(shell.pid).children():
+                    child.kill()
+                shell.kill()
+                shell.communicate()
+    assert stdout == f"status {status}\n", stderr
+    assert not (tmp_path / "report").exists()
+
+
+def test_an_unexpected_exception_exits_70_naming_only_its_type(write_config, clean_env) -> None:
+    path = write_config('a = "secret://x"\n')
+    root = str(Path(__file__).parents[1])
+    probe = (
+        f"import sys; sys.path.insert(0, {root!r});"
+        "from launcher import backends; from launcher.cli import cli;"
+        "backends.REGISTRY['broken'] = backends.Spec('tests.broken_backend:BrokenBackend', None);"
+        f"sys.exit(cli(['--backend', 'broken', '-c', {str(path)!r}, '--', '/bin/true']))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], env=clean_env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 70
+    assert result.stderr == "kms-launch: internal error (KeyError); please report it\n"
+    assert LEAKED not in result.stdout + result.stderr
+
+
+def test_a_missing_sdk_exits_78_with_the_extra_to_install(write_config, clean_env, tmp_path) -> None:
+    # An environment like a plain `pip install kms-launch`: every installed package but boto3's.
+    site = Path(sysconfig.get_paths()["purelib"])
+    without = tmp_path / "site-packages-without-boto3"
+    without.mkdir()
+    for entry in site.iterdir():
+        if not entry.name.lower().startswith(("boto3", "botocore", "__editable__", "kms_launch")):
+            (without / entry.name).symlink_to(entry)
+    path = write_config('a = "secret://eu-west-1/kms/db"\n')
+    env = {**clean_env, "PYTHONPATH": f"{without}:{Path(__file__).parents[1]}"}
+    # -S: no site-packages of the venv, only the paths above.
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "launcher", "--backend", "aws-ssm", "-c", str(path), "--", "/bin/true"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 78, result.stderr
+    assert "pip install 'kms-launch[aws-ssm]'" in result.stderr
+    assert "boto" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_vault_backend_imports_neither_boto3_nor_msal(openbao, write_config, clean_env) -> None:
+    openbao.put("cli/imports", value="v")
+    path = write_config('a = "secret://secret/cli/imports"\n')
+    probe = (
+        "import sys; from launcher.cli import cli;"
+        f"code = cli(['--backend', 'vault', '-c', {str(path)!r}, '--check']);"
+        "print(code, [m for m in ('boto3', 'botocore', 'msal') if m in sys.modules])"
+    )
+    env = {**clean_env, "VAULT_ADDR": openbao.url, "VAULT_TOKEN": openbao.token}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=30)
+    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stderr

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from launcher import backends, refs, resolve
+from launcher import refs, resolve
 from launcher.errors import BadReference, Failures, SecretNotFound
+from tests.conftest import open_backend
 
 
 def fetch(name: str, environ: dict[str, str], *texts: str) -> dict[str, bytes]:
-    backend = backends.load(name)(environ, resolve.Deadline(5))
+    backend = open_backend(name, environ, 5)
     values = resolve.resolve(backend, [refs.parse(text) for text in texts])
-    return {ref.text: value for ref, value in values.items()}
+    return {ref.text: secret.value for ref, secret in values.items()}
 
 
 def fail(name: str, environ: dict[str, str], text: str) -> Exception:
@@ -61,9 +62,17 @@ def test_file_prefers_kms_secrets_dir_then_credentials_directory(tmp_path: Path)
     assert fetch("file", {"CREDENTIALS_DIRECTORY": str(second)}, "secret://x") == {"secret://x": b"second"}
 
 
-def test_file_defaults_to_run_secrets() -> None:
-    backend = backends.load("file")({}, resolve.Deadline(5))
-    assert backend.directory == "/run/secrets"  # type: ignore[attr-defined]
+def test_file_defaults_to_run_secrets(run_launcher, write_config, tmp_path: Path) -> None:
+    # A mount namespace of its own with an empty /run: /run/secrets/db exists only there.
+    (tmp_path / "db").write_text("from-run-secrets\n")
+    setup = 'mount -t tmpfs none /run && mkdir /run/secrets && cp "$0" /run/secrets/db && exec "$@"'
+    path = write_config('password = "secret://db"\n')
+    launch = run_launcher(
+        "--backend", "file", "-c", str(path),
+        prefix=["unshare", "--mount", "sh", "-c", setup, str(tmp_path / "db")],
+    )
+    assert launch.returncode == 0, launch.stderr
+    assert launch.report["parsed"] == {"password": "from-run-secrets"}
 
 
 @pytest.mark.parametrize(
@@ -115,14 +124,25 @@ def test_file_unreadable_is_access_denied(secrets_dir: Path, clean_env: dict[str
     )
     assert result.returncode == 77, result.stderr
     assert "a: secret://locked: cannot read" in result.stderr
-    assert "permission denied" in result.stderr
+    assert "permission denied" in result.stderr.lower()
 
 
-def test_file_error_names_the_reference_and_never_the_value(secrets_dir: Path) -> None:
-    (secrets_dir / "dir").mkdir()
-    (secrets_dir / "dir" / "inner").write_text("inner-secret-value")
-    error = fail("file", {"KMS_SECRETS_DIR": str(secrets_dir)}, "secret://dir")
-    assert "inner-secret-value" not in str(error)
+def test_a_value_read_but_unusable_is_reported_by_reference_never_by_value(
+    run_launcher, write_config, secrets_dir: Path
+) -> None:
+    # Both files are read; neither can be used as asked. The report names key and reference.
+    (secrets_dir / "p12").write_text("not base64: unusable-secret-value-31c")
+    (secrets_dir / "bin").write_bytes(b"\xff binary-secret-value-8d2")
+    path = write_config('[tls]\np12 = "secret+file+base64://p12"\npassword = "secret://bin"\n')
+    launch = run_launcher("--backend", "file", "-c", str(path), env={"KMS_SECRETS_DIR": str(secrets_dir)})
+    assert launch.returncode == 65
+    assert sorted(launch.stderr.splitlines()) == [
+        "kms-launch: tls.p12: secret+file+base64://p12: the secret is not valid base64",
+        "kms-launch: tls.password: secret://bin: the secret is not UTF-8 text;"
+        " deliver bytes with secret+file:// instead",
+    ]
+    assert "unusable-secret-value-31c" not in launch.output
+    assert "binary-secret-value-8d2" not in launch.output
 
 
 # -- env -------------------------------------------------------------------------------------
@@ -155,4 +175,5 @@ def test_env_removes_resolved_variables_from_the_servers_environment(run_launche
 def test_env_keep_env_keeps_a_resolved_variable(run_launcher, write_config) -> None:
     path = write_config('password = "secret://DB_PASSWORD"\n')
     launch = run_launcher("--backend", "env", "--keep-env", "DB_PASSWORD", "-c", str(path), env={"DB_PASSWORD": "kept"})
+    assert launch.returncode == 0, launch.stderr
     assert launch.report["environ"]["DB_PASSWORD"] == "kept"

@@ -8,10 +8,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from launcher.deadline import Deadline
 from launcher.errors import BadReference, NotConfigured, UsageError
 from launcher.files import read_credential
 from launcher.refs import Ref
-from launcher.resolve import Deadline
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,22 @@ REGISTRY: dict[str, Spec] = {
         "aws-ssm",
         ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
     ),
+    "aws-sm": Spec(
+        "launcher.backends.aws_sm:SecretsManagerBackend",
+        "aws-sm",
+        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"),
+    ),
     "azure-kv": Spec(
         "launcher.backends.azure_kv:AzureKeyVaultBackend",
         "azure-kv",
-        ("AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+        # IDENTITY_HEADER and MSI_SECRET let any process with them ask the platform's local
+        # endpoint for the managed identity's tokens (App Service, Azure Machine Learning).
+        (
+            "AZURE_CLIENT_SECRET",
+            "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+            "IDENTITY_HEADER",
+            "MSI_SECRET",
+        ),
     ),
     "cosmian-kms": Spec(
         "launcher.backends.cosmian_kms:CosmianKmsBackend",
@@ -107,6 +119,12 @@ def reject_field(ref: Ref) -> None:
         raise BadReference("this backend takes no '#field'", ref=ref.text)
 
 
+def reject_version(ref: Ref, why: str) -> None:
+    """For backends that cannot pin: `why` says what names the version instead, if anything."""
+    if ref.version is not None:
+        raise BadReference(f"this backend takes no '?version=': {why}", ref=ref.text)
+
+
 def reject_port(ref: Ref) -> None:
     """For backends whose first component is a name, not a host."""
     if ref.port is not None or ref.host.startswith("["):
@@ -147,4 +165,14 @@ def load(name: str) -> type[Backend]:
     return backend
 
 
-__all__ = ["Backend", "Secret", "Spec", "load", "reject_field", "reject_port", "secret_env", "spec"]
+__all__ = [
+    "Backend",
+    "Secret",
+    "Spec",
+    "load",
+    "reject_field",
+    "reject_port",
+    "reject_version",
+    "secret_env",
+    "spec",
+]

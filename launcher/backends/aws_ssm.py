@@ -2,87 +2,56 @@
 
 from __future__ import annotations
 
-import copy
 import re
-import threading
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 import boto3
-import botocore.exceptions
-from botocore.config import Config
 
-from launcher.backends import Backend, Secret, reject_field, reject_port
-from launcher.backends._transport import retry_after, tls_error, unreachable
+from launcher.backends import Secret, reject_port
+from launcher.backends._aws import REGION as _REGION
+from launcher.backends._aws import AwsBackend, Codes, deliver_each
+from launcher.backends._json import json_field
+from launcher.deadline import concurrently
 from launcher.errors import (
-    AccessDenied,
-    BackendFailed,
-    BackendUnavailable,
     BadReference,
     BadSecretValue,
     Failures,
     LaunchError,
-    NotConfigured,
     SecretNotFound,
 )
 from launcher.refs import Ref
-from launcher.resolve import CONCURRENCY, Deadline, concurrently, retry
 
 BATCH = 10  # GetParameters' limit: 11 names is a ValidationException
-_REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+-[0-9]+")  # eu-west-1, us-gov-west-1, eusc-de-east-1
 # AWS's parameter-name alphabet; `name:version` / `name:label` selectors come as %3A.
 _NAME = re.compile(r"(/[A-Za-z0-9_.-]+)+(:[A-Za-z0-9_.-]+)?")
 _MAX_NAME = 2048
 _MAX_DEPTH = 15
-_DENIED = {
-    "AccessDenied",
-    "AccessDeniedException",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "IncompleteSignature",
-    "InvalidClientTokenId",
-    "InvalidSignatureException",
-    "MissingAuthenticationToken",
-    "SignatureDoesNotMatch",
-    "UnrecognizedClientException",
+_CODES: Codes = {
+    "InvalidKeyId": lambda where, code: BadSecretValue(
+        f"{where} cannot decrypt with the parameter's key ({code})"
+    ),
+    "ValidationException": lambda where, code: BadReference(
+        f"{where} rejected the parameter names ({code})"
+    ),
 }
-_TRANSIENT = {
-    "InternalFailure",
-    "InternalServerError",
-    "PriorRequestNotComplete",
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "ServiceUnavailable",
-    "ThrottledException",
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequestsException",
-}
-_NO_CREDENTIALS = (
-    "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or put"
-    " aws-access-key-id and aws-secret-access-key in $CREDENTIALS_DIRECTORY), AWS_PROFILE,"
-    " or run with an instance, task or pod role"
-)
 
 Batch = tuple[str, tuple[str, ...]]  # (region, parameter names): one GetParameters call
 
 
-class SsmBackend(Backend):
-    """secret://<region>/<name> is parameter /<name> in <region>, SecureStrings decrypted."""
+class SsmBackend(AwsBackend):
+    """secret://<region>/<name>[?version=<N or label>][#<key>] is parameter /<name> in <region>,
+    SecureStrings decrypted; with #<key>, that key of the JSON object it holds."""
 
     name: ClassVar[str] = "aws-ssm"
-
-    def __init__(self, environ: Mapping[str, str], deadline: Deadline) -> None:
-        super().__init__(environ, deadline)
-        self._clients: dict[tuple[str, float], Any] = {}  # by region and attempt timeout
-        self._lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
+    service: ClassVar[str] = "ssm"
+    label: ClassVar[str] = "SSM"
+    endpoint_variable: ClassVar[str] = "AWS_ENDPOINT_URL_SSM"
+    codes: ClassVar[Codes] = _CODES
 
     def check(self, ref: Ref) -> None:
-        reject_field(ref)
-        reject_port(ref)
+        reject_port(ref)  # '#field' is a key of a parameter holding a JSON object
         if not ref.path:
             raise BadReference("expected secret://<region>/<name>", ref=ref.text)
         if not _REGION.fullmatch(ref.host):
@@ -90,12 +59,18 @@ class SsmBackend(Backend):
                 f"{ref.host!r} is not an AWS region; expected secret://<region>/<name>",
                 ref=ref.text,
             )
+        if ref.version is not None and ":" in ref.path[-1]:
+            raise BadReference(
+                "two version selectors: write ?version=<version or label>, or the older"
+                " %3A<version or label>, not both",
+                ref=ref.text,
+            )
         # Checked here, not left to AWS: one bad name fails its whole batch of ten.
         name = _parameter(ref)
         if not _NAME.fullmatch(name) or len(name) > _MAX_NAME or name.count("/") > _MAX_DEPTH:
             raise BadReference(
                 "not an SSM parameter name: up to 15 levels of letters, digits and '_.-',"
-                " optionally ending in %3A<version or label>",
+                " optionally with ?version=<version or label>",
                 ref=ref.text,
             )
 
@@ -108,7 +83,7 @@ class SsmBackend(Backend):
         except LaunchError as error:  # backend-wide: no credentials, unknown profile
             raise Failures([error]) from None
 
-        def call(batch: Batch) -> dict[str, bytes | LaunchError]:
+        def call(batch: Batch) -> dict[str, Secret | LaunchError]:
             try:
                 return self._get_parameters(session, batch)
             except LaunchError as error:
@@ -120,118 +95,23 @@ class SsmBackend(Backend):
             for (region, _names), answers in outcomes.items()
             for name, outcome in answers.items()
         }
-        values: dict[Ref, Secret] = {}
-        failures: list[LaunchError] = []
-        for key, key_refs in wanted.items():
+
+        def deliver(key: tuple[str, str], ref: Ref) -> Secret:
             outcome = found[key]
-            for ref in key_refs:
-                if isinstance(outcome, bytes):
-                    values[ref] = Secret(outcome)
-                else:
-                    failure = copy.copy(outcome)  # one report line per reference
-                    failure.ref = ref.text
-                    failures.append(failure)
-        if failures:
-            raise Failures(failures, resolved=values)
-        return values
+            if isinstance(outcome, LaunchError):
+                raise outcome
+            return _field(outcome, ref, *key)
 
-    def _open_session(self) -> boto3.Session:
-        """A session on botocore's default credential chain, except that keys found in our
-        environment or in $CREDENTIALS_DIRECTORY are passed explicitly. Endpoint
-        (AWS_ENDPOINT_URL_SSM, AWS_ENDPOINT_URL), CA bundle (AWS_CA_BUNDLE) and the rest of the
-        chain botocore reads from the process environment: it takes no mapping to read from."""
-        access_key = self.credential("AWS_ACCESS_KEY_ID")
-        secret_key = self.credential("AWS_SECRET_ACCESS_KEY")
-        if bool(access_key) != bool(secret_key):
-            missing = "AWS_SECRET_ACCESS_KEY" if access_key else "AWS_ACCESS_KEY_ID"
-            raise NotConfigured(f"{missing} is missing: AWS keys come in pairs")
-        try:
-            session = boto3.Session(
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret_key,
-                aws_session_token=self.credential("AWS_SESSION_TOKEN") if access_key else None,
-                profile_name=self.environ.get("AWS_PROFILE") or None,
-            )
-            credentials = session.get_credentials()
-        except botocore.exceptions.ProfileNotFound:
-            raise NotConfigured(
-                f"AWS profile {self.environ.get('AWS_PROFILE')!r} not found"
-            ) from None
-        except (
-            botocore.exceptions.PartialCredentialsError,
-            botocore.exceptions.InvalidConfigError,
-            botocore.exceptions.ConfigParseError,
-        ) as error:
-            raise NotConfigured(f"AWS configuration is unusable ({type(error).__name__})") from None
-        except botocore.exceptions.BotoCoreError as error:
-            # E.g. a container or SSO credential provider that failed; its message may quote
-            # what the provider answered.
-            raise BackendUnavailable(
-                f"cannot obtain AWS credentials ({type(error).__name__})"
-            ) from None
-        if credentials is None:
-            raise NotConfigured(_NO_CREDENTIALS)
-        return session
-
-    def _client(self, session: boto3.Session, region: str, timeout: float) -> Any:
-        """An SSM client whose connect and read timeouts are this attempt's. Clients differ only
-        near the deadline, and a further client of a session costs ~2 ms (measured)."""
-        key = (region, max(0.1, round(timeout, 1)))
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = session.client(
-                    "ssm",
-                    region_name=region,
-                    config=Config(
-                        connect_timeout=key[1],
-                        read_timeout=key[1],
-                        # The shared retry, not botocore's: botocore counts attempts and knows
-                        # no deadline. Measured against a silent endpoint with 5 s timeouts:
-                        # standard mode fails after 15.0 s, legacy (the default) after 30.4 s,
-                        # whatever --timeout says; against constant throttling standard mode
-                        # gives up after 3 calls in 1.6 s with most of the deadline left.
-                        retries={"total_max_attempts": 1},
-                        max_pool_connections=CONCURRENCY,
-                    ),
-                )
-                self._clients[key] = client
-        return client
+        return deliver_each(wanted, deliver)
 
     def _get_parameters(
         self, session: boto3.Session, batch: Batch
-    ) -> dict[str, bytes | LaunchError]:
+    ) -> dict[str, Secret | LaunchError]:
         region, names = batch
-
-        def attempt(timeout: float) -> dict[str, Any]:
-            try:
-                answer: dict[str, Any] = self._client(session, region, timeout).get_parameters(
-                    Names=list(names), WithDecryption=True
-                )
-                return answer
-            except botocore.exceptions.ClientError as error:
-                raise _client_error(error, region) from None
-            except botocore.exceptions.SSLError as error:
-                raise tls_error(
-                    error,
-                    where=f"SSM in {region}",
-                    ca_variable="AWS_CA_BUNDLE",
-                    check="AWS_CA_BUNDLE and the endpoint",
-                ) from None
-            except (
-                botocore.exceptions.ConnectionError,
-                botocore.exceptions.HTTPClientError,
-            ) as error:
-                raise unreachable(error, where=f"SSM in {region}", timeout=timeout) from None
-            except botocore.exceptions.NoCredentialsError:
-                raise NotConfigured(_NO_CREDENTIALS) from None
-            except botocore.exceptions.BotoCoreError as error:
-                raise BackendFailed(
-                    f"SSM call in {region} failed ({type(error).__name__})"
-                ) from None
-
-        answer = retry(self.deadline, attempt)
-        results: dict[str, bytes | LaunchError] = {}
+        answer = self._call(
+            session, region, "get_parameters", Names=list(names), WithDecryption=True
+        )
+        results: dict[str, Secret | LaunchError] = {}
         # A batch never holds two names with the same base, so the base identifies the request
         # even for `name:label` (moto leaves out the `Selector` AWS sends back).
         by_base = {name.split(":", 1)[0]: name for name in names}
@@ -241,7 +121,7 @@ class SsmBackend(Backend):
             if name is None:
                 continue
             if isinstance(value, str):
-                results[name] = value.encode("utf-8")
+                results[name] = Secret(value.encode("utf-8"), *_version(parameter))
             else:
                 results[name] = BadSecretValue(f"SSM returned no value for {name} in {region}")
         for name in names:
@@ -251,7 +131,28 @@ class SsmBackend(Backend):
 
 
 def _parameter(ref: Ref) -> str:
-    return "/" + "/".join(ref.path)
+    """The name GetParameters is asked for: `/<name>`, or `/<name>:<version or label>`."""
+    selector = "" if ref.version is None else f":{ref.version}"
+    return "/" + "/".join(ref.path) + selector
+
+
+def _version(parameter: Mapping[str, Any]) -> tuple[str | None, float | None]:
+    """(Version, LastModifiedDate): for a label, the version the label points to. A version of
+    a parameter is never modified, so its LastModifiedDate is when that version was created."""
+    version = parameter.get("Version")
+    modified = parameter.get("LastModifiedDate")
+    return (
+        str(version) if isinstance(version, int) and not isinstance(version, bool) else None,
+        modified.timestamp() if isinstance(modified, datetime) else None,
+    )
+
+
+def _field(secret: Secret, ref: Ref, region: str, name: str) -> Secret:
+    """The whole parameter, or with '#field' a key of the JSON object it holds."""
+    if ref.field is None:
+        return secret
+    value = json_field(secret.value, ref.field, ref=ref.text, where=f"parameter {name} in {region}")
+    return Secret(value, secret.version, secret.created)
 
 
 def _batches(wanted: Mapping[tuple[str, str], object]) -> list[Batch]:
@@ -268,22 +169,3 @@ def _batches(wanted: Mapping[tuple[str, str], object]) -> list[Batch]:
         else:
             batches.append([name])
     return [(region, tuple(batch)) for region, batches in open_batches.items() for batch in batches]
-
-
-def _client_error(error: botocore.exceptions.ClientError, region: str) -> LaunchError:
-    """The error for an AWS error answer, by its code only: the message is the service's."""
-    code = str(error.response.get("Error", {}).get("Code", ""))
-    metadata = error.response.get("ResponseMetadata", {})
-    status = int(metadata.get("HTTPStatusCode", 0) or 0)
-    if code in _DENIED:
-        return AccessDenied(f"SSM in {region} refused the credentials or the permission ({code})")
-    if code in _TRANSIENT or status == 429 or status >= 500:
-        return BackendUnavailable(
-            f"SSM in {region} answered {code or status}",
-            retry_after=retry_after(metadata.get("HTTPHeaders", {}).get("retry-after")),
-        )
-    if code == "InvalidKeyId":
-        return BadSecretValue(f"SSM in {region} cannot decrypt with the parameter's key ({code})")
-    if code == "ValidationException":
-        return BadReference(f"SSM in {region} rejected the parameter names ({code})")
-    return BackendFailed(f"SSM in {region} answered {code or status}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -12,8 +14,15 @@ import msal
 import requests
 
 from launcher.backends import Backend, Secret, reject_field, reject_port
-from launcher.backends._http import Session, ca_bundle, transport_error
+from launcher.backends._http import (
+    Session,
+    ca_bundle,
+    header_value,
+    redirect_error,
+    transport_error,
+)
 from launcher.backends._transport import retry_after
+from launcher.deadline import Deadline, concurrently, retry
 from launcher.errors import (
     AccessDenied,
     BackendFailed,
@@ -24,8 +33,8 @@ from launcher.errors import (
     NotConfigured,
     SecretNotFound,
 )
+from launcher.files import read_credential
 from launcher.refs import Ref
-from launcher.resolve import Deadline, concurrently, retry
 
 API_VERSION = "7.4"
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
@@ -41,6 +50,20 @@ CREDENTIAL_VARIABLES = (
     "AZURE_CLIENT_CERTIFICATE_PATH",
     "AZURE_FEDERATED_TOKEN_FILE",
 )
+# AZURE_TOKEN_CREDENTIALS, azure-identity's variable: one credential by its class name (any case),
+# or `prod`, the chain kms-launch follows by default: EnvironmentCredential (secret, certificate),
+# WorkloadIdentityCredential (federated token), ManagedIdentityCredential.
+TOKEN_CREDENTIALS = {
+    "prod": None,
+    "environmentcredential": "environment",
+    "workloadidentitycredential": "workload",
+    "managedidentitycredential": "managed",
+}
+# The instance metadata service of Azure VMs; msal lets AZURE_POD_IDENTITY_AUTHORITY_HOST replace it.
+IMDS_HOST = "http://169.254.169.254"
+# Azure Arc's agent: where it is installed, where it answers (what msal looks for).
+ARC_AGENT = "/opt/azcmagent/bin/himds"
+ARC_ENDPOINT = "http://localhost:40342/metadata/identity/oauth2/token"
 _VAULT_NAME = re.compile(r"(?!.*--)[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]")
 _SECRET_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
 _VERSION = re.compile(r"[0-9a-zA-Z]{1,64}")
@@ -76,7 +99,8 @@ _msal_log.propagate = False
 
 
 class AzureKeyVaultBackend(Backend):
-    """secret://<vault>/secrets/<name>[/<version>]: that Key Vault secret's value."""
+    """secret://<vault>/secrets/<name>[?version=<id>] (or .../<name>/<id>): that Key Vault
+    secret's value, its current version or version <id>."""
 
     name: ClassVar[str] = "azure-kv"
 
@@ -88,10 +112,13 @@ class AzureKeyVaultBackend(Backend):
         self._scope = f"https://{vault_domain}/.default"
         self._known_authority = authority_name in msal.authority.WELL_KNOWN_AUTHORITY_HOSTS
         self._vault_url = _vault_url(environ.get("AZURE_KEYVAULT_URL"), vault_domain)
+        self._resource = f"https://{vault_domain}"  # what a managed identity's token is for
+        self._managed: ManagedSource | None = None  # set when the platform's identity is used
         self._tenant, self._client_id, self._client_credential = self._identity()
         self._session = Session(ca_bundle(environ, ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")))
         self._http = _MsalHttp(self._session, deadline)
         self._app: msal.ConfidentialClientApplication | None = None
+        self._managed_app: msal.ManagedIdentityClient | None = None
 
     def check(self, ref: Ref) -> None:
         reject_field(ref)
@@ -109,8 +136,15 @@ class AzureKeyVaultBackend(Backend):
                 f"{ref.path[1]!r} is not a Key Vault secret name (1-127 letters, digits, '-')",
                 ref=ref.text,
             )
-        if len(ref.path) == 3 and not _VERSION.fullmatch(ref.path[2]):
-            raise BadReference(f"{ref.path[2]!r} is not a secret version", ref=ref.text)
+        if len(ref.path) == 3 and ref.version is not None:
+            # Even when equal: one reference, one way to name its version.
+            raise BadReference(
+                "two versions: write ?version=<version> or /secrets/<name>/<version>, not both",
+                ref=ref.text,
+            )
+        version = _pinned(ref)
+        if version is not None and not _VERSION.fullmatch(version):
+            raise BadReference(f"{version!r} is not a secret version", ref=ref.text)
 
     def fetch(self, refs: Sequence[Ref]) -> Mapping[Ref, Secret]:
         if not refs:
@@ -120,52 +154,79 @@ class AzureKeyVaultBackend(Backend):
             token = retry(self.deadline, self._acquire_token)
         except LaunchError as error:
             raise Failures([error]) from None
-        values, failures = concurrently(lambda ref: Secret(self._secret(ref, token)), refs)
+        values, failures = concurrently(lambda ref: self._secret(ref, token), refs)
         if failures:
             raise Failures(failures, resolved=values)
         return values
 
     # -- configuration
 
-    def _identity(self) -> tuple[str, str, str | dict[str, Any]]:
-        tenant = self.environ.get("AZURE_TENANT_ID", "")
+    def _identity(self) -> tuple[str, str, str | dict[str, Any] | None]:
+        """(tenant, client ID, credential) of an application registration; or, with nothing
+        stored (or AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential), the platform's managed
+        identity: self._managed is set and the credential is None. AZURE_CLIENT_ID then picks a
+        user-assigned identity, as azure-identity's DefaultAzureCredential reads it."""
+        chosen = self.environ.get("AZURE_TOKEN_CREDENTIALS", "")
+        if chosen.strip().lower() not in TOKEN_CREDENTIALS and chosen.strip():
+            raise NotConfigured(
+                f"AZURE_TOKEN_CREDENTIALS={chosen!r} is not one kms-launch supports: prod,"
+                " EnvironmentCredential, WorkloadIdentityCredential or ManagedIdentityCredential"
+            )
+        choice = TOKEN_CREDENTIALS.get(chosen.strip().lower())
         client_id = self.environ.get("AZURE_CLIENT_ID", "")
+        credential, variable = (
+            (None, "") if choice == "managed" else self._client_credential_from_env(choice)
+        )
+        if credential is None:
+            if choice in (None, "managed"):
+                self._managed = managed_source(self.environ, client_id)
+                return "", client_id, None
+            wanted = (
+                "AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH"
+                if choice == "environment"
+                else "AZURE_FEDERATED_TOKEN_FILE"
+            )
+            raise NotConfigured(f"AZURE_TOKEN_CREDENTIALS={chosen.strip()} needs {wanted}")
+        tenant = self.environ.get("AZURE_TENANT_ID", "")
         missing = [
             name for name in ("AZURE_TENANT_ID", "AZURE_CLIENT_ID") if not self.environ.get(name)
         ]
-        credential = self._client_credential_from_env()
-        if credential is None:
-            missing.append(f"one of {', '.join(CREDENTIAL_VARIABLES)}")
-        if missing or credential is None:
-            raise NotConfigured(
-                f"azure-kv needs {' and '.join(missing)} (the client secret may also be the"
-                " file azure-client-secret in $CREDENTIALS_DIRECTORY)"
-            )
+        if missing:
+            raise NotConfigured(f"azure-kv needs {' and '.join(missing)} with {variable}")
         if not _TENANT.fullmatch(tenant):
             raise NotConfigured(f"AZURE_TENANT_ID={tenant!r} is not a tenant ID or domain")
         return tenant, client_id, credential
 
-    def _client_credential_from_env(self) -> str | dict[str, Any] | None:
+    def _client_credential_from_env(
+        self, choice: str | None
+    ) -> tuple[str | dict[str, Any] | None, str]:
         """The first credential set, in azure-identity's order: secret, certificate, workload
-        identity (the federated token file AKS projects into the pod)."""
-        secret = self.credential("AZURE_CLIENT_SECRET")
-        if secret:
-            return secret
-        certificate_path = self.environ.get("AZURE_CLIENT_CERTIFICATE_PATH")
-        if certificate_path:
-            password = self.environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None
-            return _certificate_credential(certificate_path, password)
+        identity (the federated token file AKS projects into the pod); and its variable.
+        `choice` ("environment", "workload") limits the search to that credential."""
+        if choice in (None, "environment"):
+            secret = self.credential("AZURE_CLIENT_SECRET")
+            if secret:
+                return secret, "AZURE_CLIENT_SECRET"
+            certificate_path = self.environ.get("AZURE_CLIENT_CERTIFICATE_PATH")
+            if certificate_path:
+                password = self.environ.get("AZURE_CLIENT_CERTIFICATE_PASSWORD") or None
+                return (
+                    _certificate_credential(certificate_path, password),
+                    "AZURE_CLIENT_CERTIFICATE_PATH",
+                )
         token_file = self.environ.get("AZURE_FEDERATED_TOKEN_FILE")
-        if token_file:
+        if token_file and choice in (None, "workload"):
             assertion = FederatedToken(token_file)
             assertion()  # unreadable now is a configuration error now, not a refused token later
-            return {"client_assertion": assertion}
-        return None
+            return {"client_assertion": assertion}, "AZURE_FEDERATED_TOKEN_FILE"
+        return None, ""
 
     # -- Azure AD
 
     def _acquire_token(self, timeout: float) -> str:
         del timeout  # each of msal's requests takes its own from the deadline (see _MsalHttp)
+        if self._managed is not None:
+            return self._acquire_managed_token(self._managed)
         try:
             if self._app is None:
                 # Built here, inside the retry: the constructor already fetches the OpenID
@@ -187,8 +248,13 @@ class AzureKeyVaultBackend(Backend):
                 check="AZURE_AUTHORITY_HOST and REQUESTS_CA_BUNDLE",
                 timeout=self._http.timeout,
             ) from None
-        except (msal.exceptions.MsalServiceError, ValueError):
-            # msal's message may quote the answer: judge by what came back instead.
+        except LaunchError:  # the federated token file, read again by msal's assertion
+            raise
+        except Exception:
+            # msal parses whatever the authority sends and fails on a hostile or broken answer
+            # with any exception (KeyError for an OpenID document without its endpoints,
+            # TypeError for JSON of the wrong shape, ValueError, MsalServiceError). Its message
+            # may quote the answer: judge by what came back instead.
             raise self._token_failure(None) from None
         token = result.get("access_token") if isinstance(result, dict) else None
         if isinstance(token, str) and token:
@@ -198,6 +264,11 @@ class AzureKeyVaultBackend(Backend):
     def _token_failure(self, result: Any) -> LaunchError:
         response = self._http.last
         status = response.status_code if response is not None else None
+        redirected = response is not None and redirect_error(
+            response, where=f"Azure AD at {self._authority_host}", setting="AZURE_AUTHORITY_HOST"
+        )
+        if redirected:
+            return redirected
         if response is not None and (response.status_code == 429 or response.status_code >= 500):
             return BackendUnavailable(
                 f"Azure AD answered HTTP {response.status_code}",
@@ -219,16 +290,70 @@ class AzureKeyVaultBackend(Backend):
             f"Azure AD at {self._authority_host} gave an answer that is not OAuth2 (HTTP {status})"
         )
 
+    def _acquire_managed_token(self, source: ManagedSource) -> str:
+        """A token from the platform's managed identity endpoint, through msal's
+        ManagedIdentityClient, which picks the endpoint from the process environment (the
+        environment kms-launch runs with) exactly as `managed_source` described it."""
+        try:
+            if self._managed_app is None:
+                self._managed_app = msal.ManagedIdentityClient(
+                    source.identity, http_client=self._http, http_cache=_NoHttpCache()
+                )
+            result = self._managed_app.acquire_token_for_client(resource=self._resource)
+        except requests.RequestException as error:
+            raise transport_error(
+                error,
+                where=f"the managed identity endpoint {source.where}",
+                ca_variable="REQUESTS_CA_BUNDLE",
+                check=source.setting,
+                timeout=self._http.timeout,
+            ) from None
+        except Exception:
+            # A body that is not JSON (json's ValueError), msal's ManagedIdentityError (Azure Arc
+            # not confirming a user-assigned identity): judged by the answer, never quoted.
+            raise self._managed_failure(source, None) from None
+        token = result.get("access_token") if isinstance(result, dict) else None
+        if isinstance(token, str) and token:
+            return token
+        raise self._managed_failure(source, result)
+
+    def _managed_failure(self, source: ManagedSource, result: Any) -> LaunchError:
+        response = self._http.last
+        status = response.status_code if response is not None else None
+        where = f"the managed identity endpoint {source.where}"
+        redirected = response is not None and redirect_error(
+            response, where=where, setting=source.setting
+        )
+        if redirected:
+            return redirected
+        # IMDS answers 404 and 410 while the identity is being set up: retry them too.
+        if response is not None and (status in (404, 410, 429) or (status or 0) >= 500):
+            return BackendUnavailable(
+                f"{where} answered HTTP {status}",
+                retry_after=retry_after(response.headers.get("Retry-After")),
+            )
+        error, _ = _oauth_error(result if isinstance(result, dict) else _json(response))
+        if error or status in (400, 401, 403):
+            assigned = (
+                "is the user-assigned identity AZURE_CLIENT_ID assigned to this resource?"
+                if source.user_assigned
+                else "is a system-assigned managed identity enabled on this resource?"
+            )
+            # By status: msal turns every App Service refusal into its own "invalid_scope".
+            refusal = f"HTTP {status}" if status is not None else error
+            return AccessDenied(f"{where} refused the token request ({refusal}): {assigned}")
+        return BackendFailed(f"{where} gave an answer that is not a token (HTTP {status})")
+
     # -- Key Vault
 
-    def _secret(self, ref: Ref, token: str) -> bytes:
+    def _secret(self, ref: Ref, token: str) -> Secret:
         vault, name = ref.host, ref.path[1]
-        version = ref.path[2] if len(ref.path) == 3 else None
+        version = _pinned(ref)
         base = self._vault_url.replace("{vault}", vault)
         url = f"{base}/secrets/{name}" + (f"/{version}" if version else "")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
 
-        def attempt(timeout: float) -> bytes:
+        def attempt(timeout: float) -> Secret:
             try:
                 response = self._session.get(
                     url, params={"api-version": API_VERSION}, headers=headers, timeout=timeout
@@ -247,17 +372,27 @@ class AzureKeyVaultBackend(Backend):
         return retry(self.deadline, attempt)
 
 
+def _pinned(ref: Ref) -> str | None:
+    """The version a reference asks for: ?version=<version>, or the seed's third segment."""
+    return ref.path[2] if len(ref.path) == 3 else ref.version
+
+
 def _secret_value(
     ref: Ref, response: requests.Response, vault: str, name: str, version: str | None
-) -> bytes:
+) -> Secret:
     status = response.status_code
+    redirected = redirect_error(
+        response, where=f"Key Vault {vault}", setting="AZURE_KEYVAULT_URL", ref=ref.text
+    )
+    if redirected is not None:
+        raise redirected
     # Never quote a body: an error message may hold what it is about.
     document = _json(response)
     if status == 200:
         value = document.get("value")
         if not isinstance(value, str):
             raise BackendFailed("Key Vault answered 200 without a string value", ref=ref.text)
-        return value.encode("utf-8")
+        return Secret(value.encode("utf-8"), *_version(document, ref, version))
     code, inner = _vault_codes(document)
     if status == 404 and code == "SecretNotFound":
         shown = f"{name} version {version}" if version else name
@@ -290,6 +425,25 @@ def _secret_value(
         " this URL (AZURE_KEYVAULT_URL)?",
         ref=ref.text,
     )
+
+
+def _version(
+    document: Mapping[str, Any], ref: Ref, asked: str | None
+) -> tuple[str | None, float | None]:
+    """(version, created): the last segment of the answer's `id`
+    (https://<vault>.vault.azure.net/secrets/<name>/<version>) and attributes.created."""
+    identifier = document.get("id")
+    found = identifier.rstrip("/").rsplit("/", 1)[-1] if isinstance(identifier, str) else ""
+    version = found if _VERSION.fullmatch(found) else None
+    if asked is not None and version is not None and version.lower() != asked.lower():
+        raise BackendFailed(
+            f"Key Vault answered version {version} when asked for {asked}", ref=ref.text
+        )
+    attributes = document.get("attributes")
+    created = attributes.get("created") if isinstance(attributes, dict) else None
+    if not isinstance(created, (int, float)) or isinstance(created, bool):
+        created = None
+    return version, None if created is None else float(created)
 
 
 class _MsalHttp:
@@ -332,32 +486,83 @@ class _NoHttpCache(dict[str, Any]):
 
 class FederatedToken:
     """msal's client assertion for workload identity: the token the kubelet projects into the
-    pod, read again on each token request because it is rotated."""
+    pod, read again on each token request because it is rotated (like every credential file:
+    non-blocking, regular files only, capped, never quoted)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
     def __call__(self) -> str:
-        try:
-            with open(self.path, encoding="utf-8") as file:
-                token = file.read().strip()
-        except (OSError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or "not UTF-8 text"
-            raise NotConfigured(f"AZURE_FEDERATED_TOKEN_FILE={self.path}: {reason}") from None
-        if not token:
-            raise NotConfigured(f"AZURE_FEDERATED_TOKEN_FILE={self.path} is empty")
+        token = read_credential(self.path, "AZURE_FEDERATED_TOKEN_FILE")
+        if token is None:
+            raise NotConfigured(f"AZURE_FEDERATED_TOKEN_FILE ({self.path}): no such file, or empty")
         return token
+
+
+@dataclass(frozen=True)
+class ManagedSource:
+    """Where the platform's managed identity answers, as msal will find it."""
+
+    identity: msal.ManagedIdentity  # system-assigned, or user-assigned by client ID
+    where: str  # the endpoint, for messages
+    setting: str  # the variable(s) that chose it, for messages
+    user_assigned: bool
+
+
+def managed_source(environ: Mapping[str, str], client_id: str) -> ManagedSource:
+    """The managed identity endpoint, decided by msal's own rules (managed_identity.py,
+    _obtain_token): App Service, Functions and Container Apps (IDENTITY_ENDPOINT and
+    IDENTITY_HEADER), Azure Machine Learning (MSI_ENDPOINT and MSI_SECRET), Azure Arc
+    (IDENTITY_ENDPOINT and IMDS_ENDPOINT, or the Arc agent installed), else the VM's instance
+    metadata service (AZURE_POD_IDENTITY_AUTHORITY_HOST replaces its address)."""
+    identity: msal.ManagedIdentity = (
+        msal.UserAssignedManagedIdentity(client_id=client_id)
+        if client_id
+        else msal.SystemAssignedManagedIdentity()
+    )
+    endpoint = environ.get("IDENTITY_ENDPOINT")
+    header = environ.get("IDENTITY_HEADER")
+    if endpoint and header and environ.get("IDENTITY_SERVER_THUMBPRINT"):
+        # msal reaches Service Fabric through a requests.Session of its own making, which
+        # would not keep our deadline, CA bundle and no-redirect rules.
+        raise NotConfigured(
+            "Service Fabric's managed identity (IDENTITY_SERVER_THUMBPRINT) is not supported:"
+            " use an application credential (AZURE_CLIENT_SECRET or a certificate)"
+        )
+    if endpoint and header:
+        header_value("IDENTITY_HEADER", header)
+        where, setting = _endpoint("IDENTITY_ENDPOINT", endpoint), "IDENTITY_ENDPOINT"
+    elif environ.get("MSI_ENDPOINT") and environ.get("MSI_SECRET"):
+        where, setting = _endpoint("MSI_ENDPOINT", environ["MSI_ENDPOINT"]), "MSI_ENDPOINT"
+    elif endpoint and environ.get("IMDS_ENDPOINT"):
+        where, setting = _endpoint("IDENTITY_ENDPOINT", endpoint), "IDENTITY_ENDPOINT"
+    elif os.path.exists(ARC_AGENT):
+        where, setting = ARC_ENDPOINT, "the Azure Arc agent"
+    else:
+        host = environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or IMDS_HOST
+        base = _endpoint("AZURE_POD_IDENTITY_AUTHORITY_HOST", host.strip().strip("/"))
+        where = f"{base}/metadata/identity/oauth2/token"
+        setting = "AZURE_POD_IDENTITY_AUTHORITY_HOST (default: the instance metadata service)"
+    return ManagedSource(identity, where, setting, bool(client_id))
+
+
+def _endpoint(variable: str, value: str) -> str:
+    """An http(s) URL from `variable`, or NotConfigured naming it."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not one)
+    except ValueError:
+        raise NotConfigured(f"{variable} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise NotConfigured(f"{variable} must be an http:// or https:// URL")
+    return value
 
 
 def _certificate_credential(path: str, password: str | None) -> dict[str, Any]:
     """msal's certificate credential from a PEM file holding the private key and certificate."""
-    try:
-        with open(path, "rb") as file:
-            text = file.read().decode("ascii")
-    except OSError as error:
-        raise NotConfigured(f"AZURE_CLIENT_CERTIFICATE_PATH={path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise NotConfigured(f"AZURE_CLIENT_CERTIFICATE_PATH={path}: not a PEM file") from None
+    text = read_credential(path, "AZURE_CLIENT_CERTIFICATE_PATH")
+    if text is None:
+        raise NotConfigured(f"AZURE_CLIENT_CERTIFICATE_PATH ({path}): no such file, or empty")
     key = _PEM_KEY.search(text)
     certificates = _PEM_CERTIFICATE.findall(text)
     if key is None or not certificates:
@@ -390,7 +595,12 @@ def _authority_host(value: str | None) -> str:
     host = (value or DEFAULT_AUTHORITY).strip().rstrip("/")
     if "://" not in host:
         host = f"https://{host}"  # as azure-identity accepts a bare host name
-    if urlsplit(host).scheme != "https" or not urlsplit(host).hostname:
+    try:
+        parts = urlsplit(host)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not one)
+    except ValueError:  # `https://[::1`, a port of letters or out of range
+        raise NotConfigured("AZURE_AUTHORITY_HOST is not a URL") from None
+    if parts.scheme != "https" or not parts.hostname:
         raise NotConfigured(f"AZURE_AUTHORITY_HOST={value} must be an https:// URL")
     return host
 
@@ -400,7 +610,12 @@ def _vault_url(value: str | None, vault_domain: str) -> str:
     if not value:
         return f"https://{{vault}}.{vault_domain}"
     url = value.strip().rstrip("/")
-    if urlsplit(url.replace("{vault}", "vault")).scheme != "https":
+    try:
+        parts = urlsplit(url.replace("{vault}", "vault"))
+        parts.port  # noqa: B018 (raises ValueError for a port that is not one)
+    except ValueError:  # `https://[::1`, a port of letters or out of range
+        raise NotConfigured("AZURE_KEYVAULT_URL is not a URL") from None
+    if parts.scheme != "https":
         raise NotConfigured(
             f"AZURE_KEYVAULT_URL={value} must be an https:// URL: the token must not travel in clear"
         )

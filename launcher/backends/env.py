@@ -7,10 +7,10 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import ClassVar
 
-from launcher.backends import Backend, Secret, reject_field, reject_port
+from launcher.backends import Backend, Secret, reject_field, reject_port, reject_version
+from launcher.deadline import Deadline
 from launcher.errors import BadReference, Failures, SecretNotFound
 from launcher.refs import Ref
-from launcher.resolve import Deadline
 
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -27,6 +27,7 @@ class EnvBackend(Backend):
     def check(self, ref: Ref) -> None:
         reject_field(ref)
         reject_port(ref)
+        reject_version(ref, "a variable has only its current value")
         if ref.path or not _VARIABLE.fullmatch(ref.host):
             raise BadReference("expected secret://<VARIABLE_NAME>", ref=ref.text)
 

@@ -43,6 +43,7 @@ _TOKEN_LIFETIME = 3599
 @dataclass
 class Secret:
     versions: list[tuple[str, str]] = field(default_factory=list)  # (version, value), oldest first
+    created: dict[str, int] = field(default_factory=dict)  # version -> creation, epoch seconds
 
 
 class AzureFake:
@@ -64,6 +65,9 @@ class AzureFake:
         self.secrets: dict[tuple[str, str], Secret] = {}
         self.denied: set[tuple[str, str]] = set()
         self.tokens: dict[str, float] = {}  # access token -> expiry (monotonic)
+        # The one scope a token may be asked for: the public cloud's vaults, unless a test plays
+        # a sovereign cloud (https://vault.usgovcloudapi.net/.default, ...).
+        self.scope = SCOPE
         self.reject_tokens = False  # the vault refuses every token, as one for another tenant
         self.echo_secrets = False  # error bodies quote the secret or credential they concern
         # When set, a proxy in front of Azure AD answers token requests with this status and an
@@ -77,9 +81,9 @@ class AzureFake:
         """Store a new version of a secret; return the version id."""
         version = uuid.uuid4().hex
         with self.lock:
-            self.secrets.setdefault((vault, name.lower()), Secret()).versions.append(
-                (version, value)
-            )
+            secret = self.secrets.setdefault((vault, name.lower()), Secret())
+            secret.versions.append((version, value))
+            secret.created[version] = int(time.time())
         return version
 
     def deny(self, name: str, vault: str = DEFAULT_VAULT) -> None:
@@ -181,7 +185,7 @@ class AuthorityServer(FakeServer):
         if endpoint == "discovery":
             if request.method != "GET":
                 return Response.text(405, "Method Not Allowed")
-            return Response.json(200, self._openid_configuration())
+            return Response.json(200, self._openid_configuration(request))
         if request.method != "POST":
             return aad_error(
                 400, "invalid_request", 900561, "The endpoint only accepts POST requests."
@@ -191,8 +195,10 @@ class AuthorityServer(FakeServer):
             return Response(self.azure.proxy_page, page.encode(), {"Content-Type": "text/html"})
         return self._token(request)
 
-    def _openid_configuration(self) -> dict[str, Any]:
-        base = f"{self.url}/{self.azure.tenant}"
+    def _openid_configuration(self, request: Request) -> dict[str, Any]:
+        # Under the name it was asked by, as Azure AD answers for each cloud's own host.
+        host = request.headers.get("Host")
+        base = f"https://{host}/{self.azure.tenant}" if host else f"{self.url}/{self.azure.tenant}"
         return {
             "token_endpoint": f"{base}/oauth2/v2.0/token",
             "token_endpoint_auth_methods_supported": [
@@ -251,7 +257,7 @@ class AuthorityServer(FakeServer):
             return refused
         if not form.get("scope"):
             return _missing("scope")
-        if form["scope"].split() != [SCOPE]:
+        if form["scope"].split() != [self.azure.scope]:
             return aad_error(
                 400,
                 "invalid_scope",
@@ -482,6 +488,7 @@ class VaultServer(FakeServer):
         with self.azure.lock:
             stored = self.azure.secrets.get(key)
             versions = list(stored.versions) if stored else []
+            created = dict(stored.created) if stored else {}
         found = [v for v in versions if v[0] == version] if version else versions[-1:]
         if key in self.azure.denied:
             echo = f" Secret value: {found[0][1]}" if self.azure.echo_secrets and found else ""
@@ -502,7 +509,7 @@ class VaultServer(FakeServer):
                 " command.",
             )
         found_version, value = found[0]
-        now = int(time.time())
+        now = created[found_version]  # a version's attributes never change: stable, like Azure's
         return Response.json(
             200,
             {
@@ -539,3 +546,168 @@ class AzureStore:
 
     def environ(self) -> dict[str, str]:
         return self.fake.environ()
+
+
+# -- managed identity endpoints ------------------------------------------------------------------
+
+MI_CLIENT_ID = "6d3a7b1e-2f4c-4f8e-9a51-0c2b9d7e8f10"  # a user-assigned identity's client ID
+APP_SERVICE_API = "2019-08-01"
+IMDS_API = "2018-02-01"
+MACHINE_LEARNING_API = "2017-09-01"
+
+
+class ManagedIdentityServer(FakeServer):
+    """The platform's local token endpoint, over plain HTTP on loopback as on Azure, in one of
+    two dialects (what msal's managed_identity.py speaks, and the services document):
+    - "app-service": GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&resource=..[&client_id=..]
+      with the `X-IDENTITY-HEADER` secret; answers `expires_on` (App Service, Functions,
+      Container Apps);
+    - "imds": GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=..
+      [&client_id=..] with `Metadata: true` and no `X-Forwarded-For`; answers `expires_in`
+      (the VM's instance metadata service at 169.254.169.254, here on loopback);
+    - "machine-learning": GET {MSI_ENDPOINT}?api-version=2017-09-01&resource=..[&clientid=..]
+      with the `secret` header (MSI_SECRET); answers `expires_on` (Azure Machine Learning).
+    Tokens go into the AzureFake's store, so Key Vault accepts them. System-assigned and the
+    user-assigned MI_CLIENT_ID exist unless a test removes them."""
+
+    def __init__(self, azure: AzureFake, dialect: str) -> None:
+        super().__init__("127.0.0.1")
+        self.azure = azure
+        self.dialect = dialect
+        self.identity_header = "mi-header-" + secrets.token_urlsafe(16)
+        self.system_assigned = True
+        self.user_assigned = {MI_CLIENT_ID}
+        self.requests: list[Request] = []
+
+    @property
+    def endpoint_url(self) -> str:
+        """IDENTITY_ENDPOINT (App Service), MSI_ENDPOINT (Machine Learning), or
+        AZURE_POD_IDENTITY_AUTHORITY_HOST (IMDS)."""
+        return self.url if self.dialect == "imds" else f"{self.url}/msi/token"
+
+    def environ(self) -> dict[str, str]:
+        """What the platform sets for the process, plus the CA and vault URL of the fake."""
+        base = {
+            "AZURE_KEYVAULT_URL": self.azure.vault.url,
+            "REQUESTS_CA_BUNDLE": str(self.azure.ca_path),
+        }
+        if self.dialect == "app-service":
+            return {
+                **base,
+                "IDENTITY_ENDPOINT": self.endpoint_url,
+                "IDENTITY_HEADER": self.identity_header,
+            }
+        if self.dialect == "machine-learning":
+            return {
+                **base,
+                "MSI_ENDPOINT": self.endpoint_url,
+                "MSI_SECRET": self.identity_header,
+            }
+        return {**base, "AZURE_POD_IDENTITY_AUTHORITY_HOST": self.endpoint_url}
+
+    def endpoint(self, request: Request) -> str:
+        path = "/metadata/identity/oauth2/token" if self.dialect == "imds" else "/msi/token"
+        return "token" if request.path == path else "other"
+
+    def respond(self, endpoint: str, request: Request) -> Response:
+        with self.azure.lock:
+            self.requests.append(request)
+        if endpoint != "token" or request.method != "GET":
+            return Response.text(404, "Not Found")
+        query = {k: v[0] for k, v in request.query.items()}
+        if self.dialect == "app-service":
+            return self._app_service(request, query)
+        if self.dialect == "machine-learning":
+            return self._machine_learning(request, query)
+        return self._imds(request, query)
+
+    def _machine_learning(self, request: Request, query: dict[str, str]) -> Response:
+        def error(status: int, message: str) -> Response:
+            return Response.json(status, {"statusCode": status, "message": message})
+
+        if request.headers.get("secret") != self.identity_header:
+            return error(401, "Unauthorized: the secret header is missing or wrong.")
+        if query.get("api-version") != MACHINE_LEARNING_API:
+            return error(400, "api-version is missing or not supported.")
+        refused = self._identity_refused(query.get("clientid"))
+        if refused:
+            return error(400, refused)
+        if query.get("resource", "").rstrip("/") != RESOURCE:
+            return error(400, "The resource is not valid.")
+        return Response.json(
+            200,
+            {
+                "access_token": self._issue(),
+                "expires_on": str(int(time.time()) + _TOKEN_LIFETIME),
+                "resource": RESOURCE,
+                "token_type": "Bearer",
+            },
+        )
+
+    def _app_service(self, request: Request, query: dict[str, str]) -> Response:
+        def error(status: int, message: str) -> Response:
+            return Response.json(status, {"statusCode": status, "message": message})
+
+        if request.headers.get("X-IDENTITY-HEADER") != self.identity_header:
+            return error(401, "Unauthorized: the X-IDENTITY-HEADER is missing or wrong.")
+        if query.get("api-version") != APP_SERVICE_API:
+            return error(400, "api-version is missing or not supported.")
+        refused = self._identity_refused(query.get("client_id"))
+        if refused:
+            return error(400, refused)
+        if query.get("resource", "").rstrip("/") != RESOURCE:
+            return error(500, "An unexpected error occured while fetching the AAD Token.")
+        token = self._issue()
+        return Response.json(
+            200,
+            {
+                "access_token": token,
+                "expires_on": str(int(time.time()) + _TOKEN_LIFETIME),
+                "resource": RESOURCE,
+                "token_type": "Bearer",
+                "client_id": query.get("client_id") or "system-assigned",
+            },
+        )
+
+    def _imds(self, request: Request, query: dict[str, str]) -> Response:
+        def error(status: int, code: str, description: str) -> Response:
+            return Response.json(status, {"error": code, "error_description": description})
+
+        if request.headers.get("Metadata") != "true":
+            return error(400, "invalid_request", "Required metadata header not specified")
+        if request.headers.get("X-Forwarded-For") is not None:
+            return error(400, "invalid_request", "Request contains X-Forwarded-For header")
+        if query.get("api-version") != IMDS_API:
+            return error(400, "invalid_request", "Invalid api-version")
+        refused = self._identity_refused(query.get("client_id"))
+        if refused:
+            return error(400, "invalid_request", "Identity not found")
+        if query.get("resource", "").rstrip("/") != RESOURCE:
+            return error(400, "invalid_resource", "AADSTS500011: The resource was not found.")
+        now = int(time.time())
+        return Response.json(
+            200,
+            {
+                "access_token": self._issue(),
+                "client_id": query.get("client_id") or "system-assigned",
+                "expires_in": str(_TOKEN_LIFETIME),
+                "expires_on": str(now + _TOKEN_LIFETIME),
+                "ext_expires_in": str(_TOKEN_LIFETIME),
+                "not_before": str(now),
+                "resource": RESOURCE,
+                "token_type": "Bearer",
+            },
+        )
+
+    def _identity_refused(self, client_id: str | None) -> str | None:
+        if client_id is None:
+            return None if self.system_assigned else "No managed identity assigned."
+        if client_id in self.user_assigned:
+            return None
+        return "No managed identity found for specified ClientId/ResourceId/PrincipalId."
+
+    def _issue(self) -> str:
+        token = "eyJ0eXAiOiJKV1Qi.mi." + secrets.token_urlsafe(32)
+        with self.azure.lock:
+            self.azure.tokens[token] = time.monotonic() + _TOKEN_LIFETIME
+        return token
