@@ -22,6 +22,11 @@ class Encoding:
     typed: bool = True  # structures carry "type": "Structure"
     upper_hex: bool = True  # ByteString hex in upper case, else lower
     key_structure: bool = False  # KeyMaterial is a structure holding `Key`, else a ByteString
+    # What Cosmian KMS 4.x writes (kmip_data_structures.rs and kmip_objects.rs at 4.22.1):
+    byte_string_structure: bool = False  # KeyMaterial is a structure holding `ByteString`
+    snake_case_opaque: bool = False  # OpaqueObject's fields under their Rust names
+    # The ObjectType enumeration as a name (None), a hex code ("0x00000007") or a JSON number.
+    object_type_code: str | int | None = None
 
     def __str__(self) -> str:
         return "-".join(
@@ -29,12 +34,27 @@ class Encoding:
                 "named" if self.tag_as_type else "Object",
                 "typed" if self.typed else "untyped",
                 "HEX" if self.upper_hex else "hex",
-                "Key" if self.key_structure else "bytes",
+                "Key" if self.key_structure
+                else "ByteString" if self.byte_string_structure
+                else "bytes",
+                *(["snake"] if self.snake_case_opaque else []),
+                *([f"type={self.object_type_code}"] if self.object_type_code is not None else []),
             )
-        )
+        )  # fmt: skip
 
 
 ENCODINGS = [Encoding(*flags) for flags in itertools.product((True, False), repeat=4)]
+
+# Each release's answer to a Get, as its source serialises it (read at those tags of
+# github.com/Cosmian/kms): 4.x puts the object under the field name `Object` (an untagged enum),
+# types every structure and wraps ByteString key material in a structure; 5.x tags the object
+# with its type, leaves out "type" on structures and writes the ByteString directly.
+RELEASES = {
+    "4.22.1": Encoding(
+        tag_as_type=False, typed=True, byte_string_structure=True, snake_case_opaque=True
+    ),
+    "5.26.0": Encoding(tag_as_type=True, typed=False),
+}
 
 
 def get_request(uid: str) -> dict[str, Any]:
@@ -68,11 +88,11 @@ class CosmianFake(FakeServer):
     # -- what tests store
 
     def put_secret_data(self, value: bytes, encoding: Encoding = Encoding()) -> str:
-        key_material = (
-            _struct("KeyMaterial", [_bytes("Key", value, encoding)], encoding)
-            if encoding.key_structure
-            else _bytes("KeyMaterial", value, encoding)
-        )
+        if encoding.key_structure or encoding.byte_string_structure:
+            inner = "Key" if encoding.key_structure else "ByteString"
+            key_material = _struct("KeyMaterial", [_bytes(inner, value, encoding)], encoding)
+        else:
+            key_material = _bytes("KeyMaterial", value, encoding)
         key_block = _struct(
             "KeyBlock",
             [
@@ -96,9 +116,14 @@ class CosmianFake(FakeServer):
         return self._store("SecretData", content, encoding, value)
 
     def put_opaque(self, value: bytes, encoding: Encoding = Encoding()) -> str:
+        snake = encoding.snake_case_opaque
         content = [
-            {"tag": "OpaqueDataType", "type": "Enumeration", "value": "Unknown"},
-            _bytes("OpaqueDataValue", value, encoding),
+            {
+                "tag": "opaque_data_type" if snake else "OpaqueDataType",
+                "type": "Enumeration",
+                "value": "Unknown",
+            },
+            _bytes("opaque_data_value" if snake else "OpaqueDataValue", value, encoding),
         ]
         return self._store("OpaqueObject", content, encoding, value)
 
@@ -166,7 +191,13 @@ class CosmianFake(FakeServer):
         self.answers[uid] = _struct(
             "GetResponse",
             [
-                {"tag": "ObjectType", "type": "Enumeration", "value": object_type},
+                {
+                    "tag": "ObjectType",
+                    "type": "Enumeration",
+                    "value": object_type
+                    if encoding.object_type_code is None
+                    else encoding.object_type_code,
+                },
                 {"tag": "UniqueIdentifier", "type": "TextString", "value": uid},
                 _struct(object_type if encoding.tag_as_type else "Object", content, encoding),
             ],
