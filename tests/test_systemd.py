@@ -20,18 +20,22 @@ from launcher import backends, errors
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "systemd" / "cosmian-kms.service"
 ENV_EXAMPLE = ROOT / "systemd" / "kms-launch.env.example"
+BACKOFF_DROPIN = ROOT / "systemd" / "cosmian-kms.service.d" / "restart-backoff.conf"
 STANDIN = Path(__file__).parent / "standin.py"
 LAUNCHER = "/usr/local/bin/kms-launch"
 KMS = "/usr/sbin/cosmian_kms"
 MAX_EXPOSURE = 2.5
 
-# Directives of the unit that are newer than some systemd still in service (Debian 12 and RHEL 9
-# ship 252): those versions ignore them with an "Unknown key" warning and keep RestartSec=.
+# Directives newer than some systemd still in service (Debian 12 and RHEL 9 ship 252): those
+# versions ignore them with an "Unknown key" warning, so they live in the back-off drop-in only.
 INTRODUCED_IN = {"RestartSteps": 254, "RestartMaxDelaySec": 254}
+OLDEST_SYSTEMD = 252
 
-# sysexits codes a later attempt can fix (backend unavailable, temporary failure): the restart
-# loop is for these. Every other sysexits code kms-launch exits with is permanent.
-TRANSIENT_EXIT_CODES = {errors.EX_UNAVAILABLE, 75}  # 75 = EX_TEMPFAIL
+# sysexits codes a later attempt can fix: the restart loop is for these. Backend unavailable,
+# the system short of file descriptors or memory (EX_OSERR), a report that could not be written
+# (EX_IOERR: --check only, never in the unit), temporary failure (75 = EX_TEMPFAIL). Every other
+# sysexits code kms-launch exits with is permanent.
+TRANSIENT_EXIT_CODES = {errors.EX_UNAVAILABLE, errors.EX_OSERR, errors.EX_IOERR, 75}
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 STRACE = shutil.which("strace")
@@ -64,8 +68,8 @@ def unit_entries(path: Path = UNIT) -> list[tuple[int, str, str, str]]:
     return entries
 
 
-def service_values(key: str) -> list[str]:
-    return [value for _, section, k, value in unit_entries() if section == "Service" and k == key]
+def service_values(key: str, path: Path = UNIT) -> list[str]:
+    return [value for _, section, k, value in unit_entries(path) if section == "Service" and k == key]
 
 
 def systemd_version() -> int:
@@ -113,6 +117,11 @@ def expected_unknown_key_warnings(unit: Path, version: int) -> list[str]:
     ]
 
 
+def test_unit_uses_no_directive_newer_than_the_oldest_systemd_it_supports() -> None:
+    too_new = [key for _, _, key, _ in unit_entries() if INTRODUCED_IN.get(key, 0) > OLDEST_SYSTEMD]
+    assert too_new == []
+
+
 @needs_systemd_analyze
 def test_unit_verifies_without_warnings(installed_unit: Callable[[str], Path]) -> None:
     unit = installed_unit("")
@@ -120,7 +129,23 @@ def test_unit_verifies_without_warnings(installed_unit: Callable[[str], Path]) -
     result = analyze("verify", str(unit))
 
     assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines() == expected_unknown_key_warnings(unit, systemd_version())
+    assert result.stderr.splitlines() == []
+
+
+@needs_systemd_analyze
+def test_backoff_dropin_warns_exactly_where_systemd_is_older_than_254(
+    installed_unit: Callable[[str], Path],
+) -> None:
+    unit = installed_unit("")
+    dropin = unit.parent / f"{UNIT.name}.d" / BACKOFF_DROPIN.name
+    dropin.parent.mkdir()
+    dropin.write_text(BACKOFF_DROPIN.read_text())
+
+    result = analyze("verify", str(unit))
+
+    # An empty list on 254 and later; on 252 one warning per setting, which is why it is a
+    # drop-in the README installs only there.
+    assert result.stderr.splitlines() == expected_unknown_key_warnings(dropin, systemd_version())
 
 
 @needs_systemd_analyze
@@ -321,10 +346,17 @@ def test_restart_prevent_exit_status_lists_exactly_the_permanent_exit_codes() ->
 
 def test_unavailable_backend_is_restarted_with_backoff() -> None:
     assert service_values("Restart") == ["on-failure"]
+    assert service_values("RestartSec") == ["2s"]
     prevented = " ".join(service_values("RestartPreventExitStatus")).split()
     assert str(errors.EX_UNAVAILABLE) not in prevented
-    assert service_values("RestartSteps")
-    assert service_values("RestartMaxDelaySec")
+    assert service_values("RestartSteps", BACKOFF_DROPIN) == ["8"]
+    assert service_values("RestartMaxDelaySec", BACKOFF_DROPIN) == ["5min"]
+
+
+def test_journal_lines_are_tagged_with_the_servers_name_not_the_launchers() -> None:
+    (execstart,) = service_values("ExecStart")
+    assert service_values("SyslogIdentifier") == [Path(shlex.split(execstart)[-1]).name]
+    assert service_values("SyslogIdentifier") == ["cosmian_kms"]
 
 
 def test_backend_credentials_come_from_encrypted_credentials_not_the_environment() -> None:
