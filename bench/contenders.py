@@ -3,6 +3,7 @@ extra environment that run it."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,20 @@ def build(setup: Setup) -> dict[str, Contender]:
             )
         )
     return {contender.key: contender for contender in contenders}
+
+
+def this_tree() -> dict[str, Contender]:
+    """kms-launch as the project's own venv runs it (this tree, editable): for `--only`, which
+    builds no venvs."""
+    binary = str(Path(sys.executable).with_name("kms-launch"))
+    return {
+        "kms-launch": Contender(
+            "kms-launch",
+            "kms-launch",
+            ("file", "vault", "aws-ssm", "aws-sm", "azure-kv", "cosmian-kms"),
+            lambda w, command: [binary, "--backend", w.backend, "-c", str(w.config), "--", *command],
+        )
+    }
 
 
 def backend_environ(contender: Contender, backend_env: dict[str, str]) -> dict[str, str]:

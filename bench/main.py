@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 
 from bench import contenders, envs, importtime, plot, readme, report
 from bench.common import OUT, ROOT, clean_environ
 from bench.results import Results
-from bench.scenarios import Bench, Plan, file_workload, say
+from bench.scenarios import SCALING, Bench, Plan, file_workload, say
 from bench.servers import BACKENDS, Stack
 from bench.timing import Spawner
 from bench.workload import Stores
@@ -28,7 +29,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--no-readme", action="store_true", help="do not touch README.md and bench/launch-time.png"
     )
+    parser.add_argument(
+        "--only",
+        metavar="WORKLOAD",
+        choices=SCALING,
+        action="append",
+        help="only this workload's scaling at 50 ms, N=1 and N=100, with this tree's kms-launch"
+        " (no venvs); repeat it to alternate several; prints their table, touches nothing",
+    )
     options = parser.parse_args(argv)
+    if options.only:
+        results = measure_only(Plan(quick=False, only=True), options.only)
+        print("\n".join(report.scaling_table(results, 50)))
+        print("\n".join(["", *report.targets_table(results)]))
+        return 0
     if options.report_only:
         results = Results.load(RESULTS)
     else:
@@ -76,6 +90,28 @@ def measure(plan: Plan) -> Results:
         bench.contenders_run()
     results.notes["seconds"] = round(time.monotonic() - started)
     say(f"done in {results.notes['seconds']} s")
+    return results
+
+
+def measure_only(plan: Plan, only: list[str]) -> Results:
+    """Some workloads' scaling at 50 ms, alternating run by run (see --only)."""
+    started = time.monotonic()
+    results = Results("only")
+    scratch = OUT / "work"
+    with Stack(OUT / "servers") as stack, Spawner(OUT) as spawner:
+        stores = Stores(stack, max(plan.sizes), scratch)
+        bench = Bench(
+            stack,
+            stores,
+            spawner,
+            contenders.this_tree(),
+            clean_environ(OUT / "home"),
+            sys.executable,
+            results,
+            plan,
+        )
+        bench.scaling(only, [0.05])
+    results.notes["seconds"] = round(time.monotonic() - started)
     return results
 
 

@@ -10,6 +10,7 @@ WORKLOAD_LABELS = {
     "vault/fields": "vault (N fields over N/4 paths)",
     "vault/paths": "vault (N paths)",
     "aws-ssm": "aws-ssm",
+    "aws-sm": "aws-sm",
     "azure-kv": "azure-kv",
     "cosmian-kms": "cosmian-kms",
 }
@@ -24,7 +25,7 @@ CONTENDER_LABELS = {
     "shell-aws": "shell: `aws ssm get-parameter` + envsubst",
     "vault-cli": "`vault-cli template`",
 }
-RSS_LIMITS = {"aws-ssm": 60.0}  # MiB; 45 for every other backend
+RSS_LIMITS = {"aws-ssm": 60.0, "aws-sm": 60.0}  # MiB; 45 for every other backend
 DEFAULT_RSS_LIMIT = 45.0
 
 
@@ -108,6 +109,7 @@ def scaling_table(results: Results, latency_ms: int) -> Iterator[str]:
     yield (
         f"**Scaling**: kms-launch, {latency_ms} ms added to every request, median (min-max) of"
         " whole launches; requests per launch (vault: KV reads; aws-ssm: GetParameters calls;"
+        " aws-sm: BatchGetSecretValue calls;"
         " azure-kv: secrets +t token +d OpenID discovery; cosmian-kms: KMIP Gets); peak RSS"
         " before exec:"
     )
@@ -238,6 +240,10 @@ def _request_targets(results: Results) -> Iterator[tuple[str, str, bool]]:
         if ssm is not None:
             calls = ssm.series.requests["calls"]
             yield f"aws-ssm: one call per 10 names (N={n})", f"{calls} calls", calls == -(-n // 10)
+        sm = results.find("scaling", "kms-launch", "aws-sm", n, 50)
+        if sm is not None:
+            calls = sm.series.requests["calls"]
+            yield f"aws-sm: one call per 20 secrets (N={n})", f"{calls} calls", calls == -(-n // 20)
         azure = results.find("scaling", "kms-launch", "azure-kv", n, 50)
         if azure is not None:
             tokens = azure.series.requests["token"]

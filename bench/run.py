@@ -1,4 +1,4 @@
-"""Run the benchmark: `.venv/bin/python bench/run.py [--quick] [--report-only] [--no-readme]`.
+"""Run the benchmark: `.venv/bin/python bench/run.py [--quick] [--report-only] [--no-readme] [--only W]...`.
 
 Starts every server it needs and stops them all on the way out (also on error or Ctrl-C)."""
 

@@ -15,7 +15,7 @@ from bench.timing import Job, Spawner, alternate
 from bench.workload import Secret, Stores, Workload
 
 LATENCIES = (0.0, 0.05)  # seconds added to every backend request
-SCALING = ("vault/fields", "vault/paths", "aws-ssm", "azure-kv", "cosmian-kms")
+SCALING = ("vault/fields", "vault/paths", "aws-ssm", "aws-sm", "azure-kv", "cosmian-kms")
 CONTENDED = ("vault/paths", "aws-ssm", "azure-kv", "cosmian-kms")  # one request per ref for all
 TRUE = ["/bin/true"]
 
@@ -25,9 +25,12 @@ class Plan:
     """How much to run: the full benchmark, or a short smoke run (`--quick`)."""
 
     quick: bool
+    only: bool = False  # some workloads' scaling at 50 ms, N=1 and N=100 (`--only`)
 
     @property
     def sizes(self) -> tuple[int, ...]:
+        if self.only:
+            return (1, 100)
         return (1, 10, 100) if self.quick else (1, 10, 100, 1000)
 
     @property
@@ -74,12 +77,14 @@ class Bench:
         series = alternate(self.spawner, jobs, self.plan.overhead_repetitions, self.stack)
         self.results.add("overhead", 0, "file", 1, series)
 
-    def scaling(self) -> None:
+    def scaling(
+        self, labels: Sequence[str] = SCALING, latencies: Sequence[float] = LATENCIES
+    ) -> None:
         """kms-launch on every backend and N, the backends alternating run by run."""
-        for latency in LATENCIES:
+        for latency in latencies:
             self.stack.set_latency(latency)
             for n in self.plan.sizes:
-                workloads = [self.stores.workload(label, n) for label in SCALING]
+                workloads = [self.stores.workload(label, n) for label in labels]
                 kms_launch = self.contenders["kms-launch"]
                 if n <= 10:
                     for workload in workloads:

@@ -16,7 +16,7 @@ from tests.servers.moto_ssm import ACCESS_KEY, SECRET_KEY, MotoServer
 from tests.servers.openbao import OpenBao
 from tests.servers.tls import Authority
 
-BACKENDS = ("vault", "aws-ssm", "azure-kv", "cosmian-kms")
+BACKENDS = ("vault", "aws-ssm", "aws-sm", "azure-kv", "cosmian-kms")
 COSMIAN_TOKEN = "bench-token"  # noqa: S105 - the fake KMS's bearer token, for this benchmark only
 
 
@@ -91,7 +91,7 @@ class Stack:
                 "reads": self.vault_proxy.forwarded("/data/"),
                 "other": self.vault_proxy.forwarded() - self.vault_proxy.forwarded("/data/"),
             }
-        if backend == "aws-ssm":
+        if backend in ("aws-ssm", "aws-sm"):  # the same moto server and proxy
             return {"calls": self.ssm_proxy.forwarded()}
         if backend == "azure-kv":
             counts = self.azure.authority.counts + self.azure.vault.counts
@@ -117,6 +117,12 @@ class Stack:
                 "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                 "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
                 "AWS_DEFAULT_REGION": "eu-west-1",
+            }
+        if backend == "aws-sm":
+            return {
+                "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.ssm_proxy.url,
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             }
         if backend == "azure-kv":
             return self.azure.environ()

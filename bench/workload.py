@@ -108,6 +108,7 @@ class Stores:
             grouped = pool.map(lambda j: _vault_fields(stack, tag, j), range(paths))
             self._all["vault/fields"] = [s for group in grouped for s in group][:largest]
             self._all["aws-ssm"] = list(pool.map(lambda i: _ssm(stack, tag, i), range(largest)))
+            self._all["aws-sm"] = list(pool.map(lambda i: _sm(stack, tag, i), range(largest)))
         self._all["azure-kv"] = [_azure(stack, tag, i) for i in range(largest)]
         self._all["cosmian-kms"] = [_cosmian(stack, tag, i) for i in range(largest)]
 
@@ -144,6 +145,13 @@ def _ssm(stack: Stack, tag: str, index: int) -> Secret:
     value = _value("ssm", index)
     stack.moto.put(name, value)
     return Secret(f"secret://{REGION}{name}", value, (name,))
+
+
+def _sm(stack: Stack, tag: str, index: int) -> Secret:
+    name = f"bench-{tag}/s{index}"
+    value = _value("sm", index)
+    stack.moto.client(service="secretsmanager").create_secret(Name=name, SecretString=value)
+    return Secret(f"secret://{REGION}/{name}", value, (name,))
 
 
 def _azure(stack: Stack, tag: str, index: int) -> Secret:

@@ -240,6 +240,27 @@ DEADLINE_GRACE = 1.0  # DESIGN: "the run ends by --timeout + 1 s, whatever the p
 
 
 @pytest.fixture
+def attempts_deadline(startup_allowance: Callable[[str], float]) -> Callable[[str], str]:
+    """attempts_deadline(BACKEND): a --timeout that surely leaves time for attempts after the
+    launcher's start-up (which counts against the deadline): the measured allowance plus 1 s.
+    For tests of what the report says the backend answered; a run whose deadline passes while
+    it is still importing its SDK has nothing to report but the deadline."""
+
+    def seconds(backend: str) -> str:
+        return f"{startup_allowance(backend) + 1.0:.1f}"
+
+    return seconds
+
+
+def without_launch_record(stderr: str) -> str:
+    """stderr without the one line a successful launch logs unless -q (tests/test_record.py)."""
+    return "".join(
+        line for line in stderr.splitlines(keepends=True)
+        if not line.startswith("kms-launch: launch record: ")
+    )
+
+
+@pytest.fixture
 def ends_by_deadline(startup_allowance: Callable[[str], float]) -> Callable[[Launch, str, float], None]:
     """ends_by_deadline(launch, backend, timeout): the run ended by its deadline plus one second,
     plus the measured start-up that runs before the deadline is set."""

@@ -69,9 +69,10 @@ class MotoServer(ServerProcess):
         """Forget every parameter of every region."""
         requests.post(f"{self.url}/moto-api/reset", timeout=5).raise_for_status()
 
-    def client(self, region: str = REGION) -> Any:
+    def client(self, region: str = REGION, service: str = "ssm") -> Any:
+        """A client of the server (test set-up, never the code under test)."""
         return boto3.client(
-            "ssm",
+            service,
             region_name=region,
             endpoint_url=self.url,
             aws_access_key_id=ACCESS_KEY,
@@ -89,14 +90,18 @@ class SsmStore:
     """The backend contract test's store: SecureString parameters in the shared moto server."""
 
     backend = "aws-ssm"
+    endpoint_variable = "AWS_ENDPOINT_URL_SSM"
 
     def __init__(self, server: MotoServer) -> None:
         self.server = server
 
     def put(self, value: str) -> str:
         name = f"contract/{next(_names)}"
-        self.server.put(f"/{name}", value)
+        self.store(name, value)
         return f"secret://{REGION}/{name}"
+
+    def store(self, name: str, value: str) -> None:
+        self.server.put(f"/{name}", value)
 
     def missing(self) -> str:
         return f"secret://{REGION}/contract/does-not-exist"
@@ -107,5 +112,18 @@ class SsmStore:
         return {
             "AWS_ACCESS_KEY_ID": ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-            "AWS_ENDPOINT_URL_SSM": self.server.url,
+            self.endpoint_variable: self.server.url,
         }
+
+
+# -- Secrets Manager (the same moto server) ------------------------------------------------------
+
+
+class SecretsManagerStore(SsmStore):
+    """The backend contract test's store: SecretString secrets in the shared moto server."""
+
+    backend = "aws-sm"
+    endpoint_variable = "AWS_ENDPOINT_URL_SECRETS_MANAGER"
+
+    def store(self, name: str, value: str) -> None:
+        self.server.client(service="secretsmanager").create_secret(Name=name, SecretString=value)
