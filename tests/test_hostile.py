@@ -263,10 +263,9 @@ def test_no_credential_follows_a_redirect_to_another_origin(
     result = _launch(run_launcher, write_config, target)
     assert result.returncode == 69, result.stderr
     assert elsewhere.connections == 0, elsewhere.everything_received()
-    if target.backend != "aws-ssm" and target.backend != "aws-sm":
-        # The report names where it pointed, without the query, and what to configure.
-        assert f"redirected to {elsewhere.url}/collect (HTTP 307)" in result.stderr
-        assert "stolen" not in result.stderr
+    # The report names where it pointed, without the query, and what to configure.
+    assert f"redirected to {elsewhere.url}/collect (HTTP 307)" in result.stderr
+    assert "stolen" not in result.stderr
     _assert_nothing_secret_in(result.output, target)
 
 

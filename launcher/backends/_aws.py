@@ -16,7 +16,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from launcher.backends import Backend, Secret, reject_port
-from launcher.backends._transport import retry_after, tls_error, unreachable
+from launcher.backends._transport import redirected, retry_after, tls_error, unreachable
 from launcher.deadline import CONCURRENCY, Deadline, retry
 from launcher.errors import (
     AccessDenied,
@@ -188,6 +188,13 @@ class AwsBackend(Backend):
         if token_file and not keys_given:  # with keys given, botocore never reads it
             check_credential_file(token_file, "AWS_WEB_IDENTITY_TOKEN_FILE")
 
+    def _endpoint_setting(self) -> str:
+        """The variable that chose the endpoint (botocore's order), for a report to name."""
+        for variable in (self.endpoint_variable, "AWS_ENDPOINT_URL"):
+            if self.environ.get(variable):
+                return variable
+        return self.endpoint_variable
+
     def _check_endpoints(self) -> None:
         """AWS_ENDPOINT_URL and the service's own variable, if botocore will use them, must be
         http(s) URLs with a host and a valid port: 78 naming the variable, never botocore's
@@ -263,6 +270,15 @@ class AwsBackend(Backend):
                 return answer
             except botocore.exceptions.ClientError as error:
                 metadata = error.response.get("ResponseMetadata", {})
+                code = int(metadata.get("HTTPStatusCode", 0) or 0)
+                if 300 <= code < 400:  # botocore follows no redirect: say where it pointed
+                    raise redirected(
+                        code,
+                        metadata.get("HTTPHeaders", {}).get("location"),
+                        base=self.environ.get(self._endpoint_setting(), ""),
+                        where=where,
+                        setting=self._endpoint_setting(),
+                    ) from None
                 raise classify(
                     str(error.response.get("Error", {}).get("Code", "")),
                     int(metadata.get("HTTPStatusCode", 0) or 0),

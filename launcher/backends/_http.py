@@ -5,17 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from launcher.backends._transport import tls_error, unreachable
+from launcher.backends._transport import redirected, tls_error, unreachable
 from launcher.deadline import CONCURRENCY
 from launcher.errors import BackendFailed, LaunchError, NotConfigured
 from launcher.files import check_credential_file
 
-_PRINTABLE = re.compile(r"[^\x21-\x7e]")  # what a report line may show of a Location header
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]+")  # a token as an HTTP header carries it
 
 
@@ -64,24 +62,17 @@ class Session(requests.Session):
 def redirect_error(
     response: requests.Response, *, where: str, setting: str, ref: str | None = None
 ) -> LaunchError | None:
-    """For a 3xx answer, the (final) error naming where it pointed, without its query; None for
-    any other answer. Redirects are never followed: requests would resend the token (or a
-    login's secret) to whatever host, scheme or port the answer names."""
+    """For a 3xx answer, the (final) error naming where it pointed; None for any other answer.
+    Redirects are never followed: requests would resend the token (or a login's secret) to
+    whatever host, scheme or port the answer names."""
     if not 300 <= response.status_code < 400:
         return None
-    location = response.headers.get("Location", "")
-    target = "nowhere (no Location)"
-    if location:
-        try:
-            parts = urlsplit(urljoin(response.url or "", location))
-            target = f"{parts.scheme}://{parts.netloc}{parts.path}"
-        except ValueError:
-            target = "an address that is not a URL"
-        target = _PRINTABLE.sub("?", target)[:200]
-    return BackendFailed(
-        f"{where} redirected to {target} (HTTP {response.status_code}); kms-launch does not"
-        f" follow redirects, so credentials stay with {setting}: set it to the address that"
-        " answers",
+    return redirected(
+        response.status_code,
+        response.headers.get("Location"),
+        base=response.url or "",
+        where=where,
+        setting=setting,
         ref=ref,
     )
 

@@ -10,6 +10,7 @@ import ssl
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from launcher.backends import _sockets
 from launcher.deadline import MAX_ANSWER_BYTES, AnswerTooLarge
@@ -20,6 +21,7 @@ _sockets.install()  # every remote backend imports this module
 # Standard library only, and nothing an SDK has not loaded already: importing this is free, and
 # email / http.client are imported only once something has failed.
 
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")  # what a report may show of a Location header
 _DELTA_SECONDS = re.compile(r"[0-9]{1,9}")  # RFC 9110: 1*DIGIT; more than 30 years is absurd
 # getaddrinfo's "no such name" answers; any other resolver failure may pass.
 _NO_SUCH_HOST = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
@@ -135,6 +137,26 @@ def socket_reason(error: BaseException, timeout: float) -> str:
         if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) and cause.errno:
             return os.strerror(cause.errno).lower()  # SSLError's errno is OpenSSL's, not the OS's
     return type(error).__name__
+
+
+def redirected(
+    status: int, location: str | None, *, base: str, where: str, setting: str, ref: str | None = None
+) -> LaunchError:
+    """The (final) error for a redirect we did not follow: where it pointed (scheme, host, port
+    and path; never the query, which may carry anything) and the setting to correct."""
+    target = "nowhere (no Location)"
+    if location:
+        try:
+            parts = urlsplit(urljoin(base, location))
+            target = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        except ValueError:
+            target = "an address that is not a URL"
+        target = _UNPRINTABLE.sub("?", target)[:200]
+    return BackendFailed(
+        f"{where} redirected to {target} (HTTP {status}); kms-launch does not follow redirects,"
+        f" so credentials stay with {setting}: set it to the address that answers",
+        ref=ref,
+    )
 
 
 def retry_after(value: str | None) -> float | None:
