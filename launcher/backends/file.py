@@ -63,7 +63,14 @@ class FileBackend(Backend):
             # secret; secret+file:// delivers the bytes exactly as stored.
             if ref.scheme in (VALUE, URL) and value.endswith(b"\n"):
                 value = value[:-1]
-            values[ref] = Secret(value, _version(status), status.st_mtime)
+            if self.credentials_used:
+                # systemd gives every unit (and every start) a fresh copy of its credentials:
+                # a new inode and mtime each time, though nothing changed. Without hashing the
+                # content there is no identity to record, so none is: a drift check never
+                # restarts on these (README: rotating systemd credentials).
+                values[ref] = Secret(value)
+            else:
+                values[ref] = Secret(value, _version(status), status.st_mtime)
         if failures:
             raise Failures(failures, resolved=values)
         return values
