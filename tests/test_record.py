@@ -290,3 +290,22 @@ def test_against_settle_and_json_without_check_are_usage_errors(
         result = run_launcher("-c", str(config), *args)
         assert result.returncode == 2, result.stderr
         assert result.report is None
+
+
+def test_secrets_from_systemd_credentials_are_unversioned_so_a_fresh_copy_is_no_drift(
+    check: Callable[..., Launch], tmp_path: Path
+) -> None:
+    # systemd hands every unit (and every start) a new copy of its credentials: another inode
+    # and mtime for the same bytes. A drift check must not take that for a rotation.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "db").write_text("same")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    record = tmp_path / "credentials.json"
+    first = check("file", 'a = "secret://db"\n', env, "--record", str(record))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(record.read_text())["references"][0]["version"] is None
+    (credentials / "db").unlink()
+    (credentials / "db").write_text("same")  # the next unit's copy
+    again = check("file", 'a = "secret://db"\n', env, "--against", str(record))
+    assert again.returncode == 0, again.stderr
