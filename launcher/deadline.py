@@ -103,9 +103,10 @@ def current_window() -> Window | None:
 @contextlib.contextmanager
 def window(seconds: float) -> Iterator[Window]:
     """Cap everything this thread receives in the block at `seconds` of wall-clock time."""
-    token = _window.set(Window(time.monotonic() + seconds))
+    current = Window(time.monotonic() + seconds)
+    token = _window.set(current)
     try:
-        yield _window.get()  # type: ignore[misc]
+        yield current
     finally:
         _window.reset(token)
 

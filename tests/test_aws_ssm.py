@@ -266,12 +266,12 @@ def test_aws_ca_bundle_is_the_ca_botocore_trusts(openbao_tls: OpenBao, launch: C
     assert openbao_tls.ca is not None
     env = {"AWS_ENDPOINT_URL_SSM": openbao_tls.url, "AWS_CA_BUNDLE": openbao_tls.ca, **KEYS}
     result = launch(f'x = "secret://{REGION}/kms/db"\n', env, "--timeout", "5")
-    # The handshake succeeds; OpenBao then answers an SSM call with an HTTP error of its own,
-    # and the launch fails naming what was answered, not the certificate.
+    # The handshake succeeds; OpenBao then answers an SSM call with a redirect to its UI, and
+    # the launch fails naming where that pointed, not the certificate.
     assert result.returncode == 69, result.stderr
     assert result.report is None
     assert "failed verification" not in result.stderr
-    assert f"kms-launch: x: secret://{REGION}/kms/db: SSM in {REGION} answered" in result.stderr
+    assert f"kms-launch: x: secret://{REGION}/kms/db: SSM in {REGION} redirected to {openbao_tls.url}/ui/" in result.stderr
 
 
 # -- concurrency, and where credentials and the endpoint come from -------------------------------
