@@ -245,13 +245,15 @@ def _resolve(
 
 
 def _too_late(name: str | None, wanted: Sequence[Ref], clock: deadline.Deadline) -> Failures:
-    """What is reported when resolution is still running at the deadline: each reference."""
+    """What is reported when resolution is still running at the deadline: each reference, and
+    what the backend last answered if it answered anything (an attempt may have been retrying
+    an HTTP 500 when the deadline cut it off)."""
+    answered = deadline.latest_answer()
+    why = f"no answer from the {name} backend within the {clock.seconds:g}s deadline"
+    if answered is not None:
+        why = f"{answered.message}; then {why}"
     return Failures(
-        BackendUnavailable(
-            f"no answer from the {name} backend within the {clock.seconds:g}s deadline",
-            ref=ref.text,
-            answered=False,
-        )
+        BackendUnavailable(why, ref=ref.text, answered=answered is not None)
         for ref in dict.fromkeys(wanted)
     )
 

@@ -128,11 +128,22 @@ def retry(deadline: Deadline, attempt: Callable[[float], T]) -> T:
         except BackendUnavailable as error:
             if error.answered:
                 answered = error
+                global _latest_answer
+                _latest_answer = error
             room = deadline.remaining() - MIN_ATTEMPT  # what a wait may use and still try again
             wait_at_least = error.retry_after or 0.0
             if room <= 0 or wait_at_least > room:
                 raise _gave_up(error, answered, tries, deadline) from None
             time.sleep(min(max(backoff(tries), wait_at_least), room))
+
+
+_latest_answer: BackendUnavailable | None = None
+
+
+def latest_answer() -> BackendUnavailable | None:
+    """The latest transient failure a backend itself answered in this process (HTTP 500,
+    throttling), for a report made when the deadline cuts resolution off from outside."""
+    return _latest_answer
 
 
 def backoff(tries: int) -> float:

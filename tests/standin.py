@@ -14,6 +14,7 @@ def describe_fd_path(path: str) -> dict:
     fd_number = int(path.rsplit("/", 1)[1])
     info: dict = {"path": path, "link": os.readlink(path)}
     info["seals"] = fcntl.fcntl(fd_number, fcntl.F_GET_SEALS)
+    info["mode"] = os.fstat(fd_number).st_mode
     with open(path, "rb") as first, open(path, "rb") as second:  # reopened twice: re-readable
         data = first.read()
         info["reread_equal"] = second.read() == data

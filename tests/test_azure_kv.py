@@ -387,15 +387,16 @@ def test_azure_ad_failures_that_pass_are_retried(
 
 
 def test_a_vault_that_keeps_failing_exits_69_when_the_deadline_passes(
-    azure_fake: AzureFake, launch: Any, ends_by_deadline: Any
+    azure_fake: AzureFake, launch: Any, ends_by_deadline: Any, attempts_deadline: Any
 ) -> None:
     azure_fake.put("db-password", "never")
     azure_fake.vault.fail("secret", 500, times=10**6)
+    timeout = attempts_deadline("azure-kv")
     result = launch(
-        f'[db]\ndatabase_url = "{ref("db-password")}"\n', environ(azure_fake), "--timeout", "1.5"
+        f'[db]\ndatabase_url = "{ref("db-password")}"\n', environ(azure_fake), "--timeout", timeout
     )
     assert result.returncode == 69
-    ends_by_deadline(result, "azure-kv", 1.5)
+    ends_by_deadline(result, "azure-kv", float(timeout))
     # The key, the reference and what Key Vault answered, whichever attempt was cut short.
     assert result.stderr.startswith(f"kms-launch: db.database_url: {ref('db-password')}: ")
     assert "HTTP 500" in result.stderr
@@ -404,12 +405,15 @@ def test_a_vault_that_keeps_failing_exits_69_when_the_deadline_passes(
 
 
 def test_an_unreachable_authority_exits_69_when_the_deadline_passes(
-    azure_fake: AzureFake, launch: Any
+    azure_fake: AzureFake, launch: Any, ends_by_deadline: Any, attempts_deadline: Any
 ) -> None:
     env = environ(azure_fake, AZURE_AUTHORITY_HOST=f"https://127.0.0.1:{closed_port()}")
-    result = launch(f'[db]\ndatabase_url = "{ref("x")}"\n', env, "--timeout", "1")
+    timeout = attempts_deadline("azure-kv")
+    result = launch(f'[db]\ndatabase_url = "{ref("x")}"\n', env, "--timeout", timeout)
     assert result.returncode == 69
+    assert result.stderr.startswith(f"kms-launch: db.database_url: {ref('x')}: ")
     assert "connection refused (gave up after" in result.stderr
+    ends_by_deadline(result, "azure-kv", float(timeout))
 
 
 def test_an_untrusted_certificate_exits_69_at_once_naming_the_ca_variable(

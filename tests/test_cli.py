@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from tests.broken_backend import LEAKED
-from tests.conftest import STANDIN, silent_listener
+from tests.conftest import STANDIN, silent_listener, without_launch_record
 
 
 def test_a_missing_config_exits_66_and_execs_nothing(run_launcher, tmp_path) -> None:
@@ -182,12 +182,17 @@ def test_quiet_still_prints_every_failure(run_launcher, write_config, secrets_di
     assert all("no file" in line for line in lines)
 
 
-def test_quiet_and_default_print_nothing_on_success(run_launcher, write_config, secrets_dir) -> None:
+def test_quiet_prints_nothing_on_success_and_the_default_only_the_launch_record(
+    run_launcher, write_config, secrets_dir
+) -> None:
     (secrets_dir / "x").write_text("v")
-    for flags in ([], ["-q"]):
-        launch = run_launcher(*flags, "--backend", "file", "-c", str(write_config('a = "secret://x"\n')),
-                              env={"KMS_SECRETS_DIR": str(secrets_dir)})
-        assert (launch.returncode, launch.stdout, launch.stderr) == (0, "", "")
+    config = str(write_config('a = "secret://x"\n'))
+    quiet = run_launcher("-q", "--backend", "file", "-c", config, env={"KMS_SECRETS_DIR": str(secrets_dir)})
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    default = run_launcher("--backend", "file", "-c", config, env={"KMS_SECRETS_DIR": str(secrets_dir)})
+    assert (default.returncode, default.stdout) == (0, "")
+    assert default.stderr.startswith("kms-launch: launch record: ")
+    assert without_launch_record(default.stderr) == ""
 
 
 def test_verbose_and_quiet_together_are_a_usage_error(run_launcher, write_config) -> None:

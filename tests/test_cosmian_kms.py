@@ -128,10 +128,10 @@ def test_the_ipv6_loopback_in_brackets_is_reached_over_plain_http(launch: Any) -
     assert result.report["parsed"]["db"]["database_url"] == "over v6"
 
 
-def test_any_other_host_is_never_spoken_to_in_clear(launch: Any) -> None:
+def test_any_other_host_is_never_spoken_to_in_clear(launch: Any, attempts_deadline: Any) -> None:
     with CosmianFake("127.0.0.2") as plain:  # plain HTTP on a name that must get https
         ref = plain.ref(plain.put_secret_data(b"must not travel in clear"))
-        result = launch(f'[db]\ndatabase_url = "{ref}"\n', {}, "--timeout", "1")
+        result = launch(f'[db]\ndatabase_url = "{ref}"\n', {}, "--timeout", attempts_deadline("cosmian-kms"))
         assert plain.counts["kmip"] == 0
     assert result.returncode == 69
     assert "TLS handshake with https://127.0.0.2:" in result.stderr
@@ -330,13 +330,14 @@ def test_throttling_waits_at_least_retry_after(kms: CosmianFake) -> None:
 
 
 def test_a_kms_that_keeps_failing_exits_69_when_the_deadline_passes(
-    kms: CosmianFake, launch: Any, ends_by_deadline: Any
+    kms: CosmianFake, launch: Any, ends_by_deadline: Any, attempts_deadline: Any
 ) -> None:
     kms.fail("kmip", 500, times=10**6)
     ref = kms.ref(kms.put_secret_data(b"never"))
-    result = launch(f'[db]\ndatabase_url = "{ref}"\n', trusting(kms), "--timeout", "1.5")
+    timeout = attempts_deadline("cosmian-kms")
+    result = launch(f'[db]\ndatabase_url = "{ref}"\n', trusting(kms), "--timeout", timeout)
     assert result.returncode == 69
-    ends_by_deadline(result, "cosmian-kms", 1.5)
+    ends_by_deadline(result, "cosmian-kms", float(timeout))
     # The key, the reference and what the KMS answered, whichever attempt the deadline cut short.
     assert result.stderr.startswith(f"kms-launch: db.database_url: {ref}: ")
     assert "HTTP 500" in result.stderr
@@ -344,11 +345,16 @@ def test_a_kms_that_keeps_failing_exits_69_when_the_deadline_passes(
     assert kms.counts["kmip"] > 2
 
 
-def test_an_unreachable_kms_exits_69_when_the_deadline_passes(launch: Any) -> None:
+def test_an_unreachable_kms_exits_69_when_the_deadline_passes(
+    launch: Any, ends_by_deadline: Any, attempts_deadline: Any
+) -> None:
     ref = f"secret://127.0.0.1:{closed_port()}/some-id"
-    result = launch(f'[db]\ndatabase_url = "{ref}"\n', {}, "--timeout", "1")
+    timeout = attempts_deadline("cosmian-kms")
+    result = launch(f'[db]\ndatabase_url = "{ref}"\n', {}, "--timeout", timeout)
     assert result.returncode == 69
+    assert result.stderr.startswith(f"kms-launch: db.database_url: {ref}: ")
     assert "connection refused (gave up after" in result.stderr
+    ends_by_deadline(result, "cosmian-kms", float(timeout))
 
 
 def test_distinct_objects_are_fetched_sixteen_at_a_time(kms: CosmianFake) -> None:

@@ -7,10 +7,11 @@ import errno
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import wait_for_file
 
 SECRET = "hygiene-secret-4b1d9e"
 
@@ -89,16 +90,13 @@ def test_the_memfd_cannot_be_written_or_resized_from_outside(
     (secrets_dir / "x").write_text(SECRET)
     config = write_config('a = "secret://x"\n')
     ready = tmp_path / "ready"
-    waiter = f"import sys,time,pathlib; pathlib.Path({str(ready)!r}).write_text(sys.argv[-1]); time.sleep(30)"
+    waiter = f"import sys,time,pathlib; pathlib.Path({str(ready)!r}).write_text(sys.argv[-1]); time.sleep(60)"
     process = subprocess.Popen(
         [sys.executable, "-m", "launcher", "--backend", "file", "-c", str(config), "--", sys.executable, "-c", waiter],
         env={**clean_env, "KMS_SECRETS_DIR": str(secrets_dir)},
     )
     try:
-        deadline = time.monotonic() + 20
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        fd = ready.read_text().rsplit("/", 1)[1]
+        fd = wait_for_file(ready, process).rsplit("/", 1)[1]
         path = f"/proc/{process.pid}/fd/{fd}"
         with pytest.raises(PermissionError) as caught, open(path, "r+b") as memfd:
             memfd.write(b"tampered")

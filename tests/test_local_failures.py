@@ -5,6 +5,7 @@ and what the server can still reach after exec."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -18,8 +19,8 @@ from typing import Any
 import psutil
 import pytest
 
-from launcher import deadline
-from launcher.errors import BackendUnavailable
+from launcher import cli, deadline, refs
+from launcher.errors import BackendUnavailable, Failures
 from tests.conftest import Launch, served
 
 # -- 3. credential files are read like the config -------------------------------------------------
@@ -96,10 +97,10 @@ def test_a_credential_file_that_is_not_a_small_regular_text_file_is_a_clear_78(
     backend, variable, reference = CREDENTIAL_FILES[where]
     path, env = _placed(where, tmp_path)
     _make(kind, path)
-    result = launch_backend(backend)(f'a = "{reference}"\n', env, "--timeout", "5")
+    result = launch_backend(backend)(f'a = "{reference}"\n', env, "--timeout", "20")
     assert result.returncode == 78, result.stderr
     assert variable in result.stderr or str(path) in result.stderr
-    assert result.elapsed < 5, "waited on the file instead of refusing it"
+    assert result.elapsed < 20, "waited on the file instead of refusing it"
     assert "Traceback" not in result.stderr
     assert "internal error" not in result.stderr
     assert "\\xff" not in result.stderr
@@ -330,7 +331,7 @@ def test_the_watchdog_reports_every_reference_when_resolution_outlives_the_deadl
     started = time.monotonic()
     with pytest.raises(BackendUnavailable, match="late"):
         deadline.within(clock, lambda: time.sleep(30), lambda: BackendUnavailable("late"))
-    assert time.monotonic() - started < 0.2 + deadline.GRACE + 0.5
+    assert time.monotonic() - started < 0.2 + deadline.GRACE + 2  # not the 30 s it sleeps
 
 
 # -- 5. misconfiguration is 78 with the variable named --------------------------------------------
@@ -375,9 +376,28 @@ def test_misconfiguration_is_78_naming_the_variable_at_every_reference(
     case: str, launch_backend: Callable[..., Callable[..., Launch]]
 ) -> None:
     backend, env, reference, variable = MISCONFIGURED[case]
-    result = launch_backend(backend)(f'a = "{reference}"\n', env, "--timeout", "5")
+    result = launch_backend(backend)(f'a = "{reference}"\n', env, "--timeout", "20")
     assert result.returncode == 78, result.stderr
     assert result.stderr.startswith(f"kms-launch: a: {reference}: ")
     assert variable in result.stderr
     assert "€" not in result.stderr
     assert "internal error" not in result.stderr
+
+
+def test_a_run_cut_off_by_the_watchdog_still_says_what_the_backend_answered() -> None:
+    clock = deadline.Deadline(0.3)
+
+    def answered_then_stuck() -> None:
+        def attempt(timeout: float) -> None:
+            raise BackendUnavailable("Vault answered HTTP 500 (secret/x)")
+
+        with contextlib.suppress(BackendUnavailable):
+            deadline.retry(deadline.Deadline(0.1), attempt)
+        time.sleep(5)  # then stuck where no socket window reaches (a name lookup, say)
+
+    wanted = [refs.parse("secret://secret/x")]
+    with pytest.raises(Failures) as caught:
+        deadline.within(clock, answered_then_stuck, lambda: cli._too_late("vault", wanted, clock))
+    [error] = caught.value.errors
+    assert error.ref == "secret://secret/x"
+    assert error.message.startswith("Vault answered HTTP 500 (secret/x); then no answer from the vault backend")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from launcher import refs
 from launcher.errors import BadReference
+from tests.reference_model import Modelled, modelled_strings
 
 
 def texts(value: str) -> list[str]:
@@ -97,8 +98,23 @@ def test_equal_references_are_equal_and_hash_alike() -> None:
     assert len({refs.parse("secret://a/b"), refs.parse("secret://a/b")}) == 1
 
 
-@given(st.text())
+# Any text, but mostly made of the grammar's own pieces, so most examples hold a marker.
+grammar_pieces = st.sampled_from(
+    ["secret://", "secret+file://", "secret+file+base64://", "secret+url://", "secret", "://",
+     "/", "#", "%", "%2F", "%zz", "[", "]", "[::1]", ":", ":9998", "?version=", "@", " ", "a", "kv"]
+)  # fmt: skip
+_around = st.lists(st.one_of(grammar_pieces, st.text(max_size=4)), max_size=6).map("".join)
+texts_near_the_grammar = st.builds(
+    lambda before, marker, after: before + marker + after,
+    _around,
+    st.sampled_from(["secret://", "secret://", "secret://", "secret+file://", "secret+url://", ""]),
+    _around,
+)
+
+
+@given(texts_near_the_grammar)
 def test_the_scanner_never_crashes_on_any_text(value: str) -> None:
+    event("holds the marker" if "secret://" in value else "no marker")
     try:
         spans = list(refs.find(value))
     except BadReference:
@@ -106,3 +122,10 @@ def test_the_scanner_never_crashes_on_any_text(value: str) -> None:
     for span in spans:
         assert value[span.start : span.end] == span.ref.text
         assert span.ref.text.startswith("secret")
+
+
+@given(modelled_strings())
+def test_the_scanner_finds_exactly_the_references_the_model_put_in(model: Modelled) -> None:
+    event("holds references" if model.references else "holds no reference")
+    spans = [(span.start, span.end, span.ref.text) for span in refs.find(model.text)]
+    assert spans == model.spans()

@@ -7,14 +7,17 @@ import contextlib
 import http.client
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.servers.gate import InFlightGate
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
 
@@ -44,6 +47,8 @@ class Seen:
     path: str
     target: str  # X-Amz-Target (the AWS JSON API's operation), or ""
     answered_by_proxy: bool
+    headers: Mapping[str, str] = field(default_factory=dict)  # as sent, names in lower case
+    body: bytes = b""
 
 
 @dataclass
@@ -71,6 +76,12 @@ class _Server(ThreadingHTTPServer):
         if self.proxy._take_connection(request):
             super().process_request(request, client_address)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (its deadline passed) leaves a broken pipe: not a proxy error.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class FaultProxy:
     """Listen on 127.0.0.1, forward HTTP/1.1 to the upstream, record and break traffic on demand."""
@@ -84,6 +95,9 @@ class FaultProxy:
         self._canned: list[Canned] = []
         self._held: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.gate: InFlightGate | None = None  # hold requests until the client has N in flight
+        self.reopened = threading.Event()
+        self._closing = threading.Event()
         self.port = 0
         self._server = self._listen()
 
@@ -115,6 +129,11 @@ class FaultProxy:
                 and (target is None or seen.target == target)
             )
 
+    def seen(self) -> list[Seen]:
+        """Every request so far, in order (a copy)."""
+        with self._lock:
+            return list(self.requests)
+
     def forwarded(self, path_part: str = "") -> int:
         """Requests that reached the upstream (whose path contains `path_part`)."""
         with self._lock:
@@ -143,13 +162,25 @@ class FaultProxy:
         for sock in held:
             _abort(sock)
 
-    def refuse_for(self, seconds: float) -> None:
-        """Stop listening, so the kernel refuses connections, for `seconds`; then listen again."""
+    def refuse_for(self, seconds: float) -> threading.Thread:
+        """Stop listening now, so the kernel refuses connections, and listen again on the same
+        port `seconds` later, in the background. Returns once the listener is closed (the state
+        the test needs), with the thread that reopens it: join it; `.reopened` is set then."""
         self._stop_listening()
-        time.sleep(seconds)
-        self._server = self._listen(self.port)
+        self.reopened.clear()
+
+        def reopen() -> None:
+            if self._closing.wait(seconds):  # closed meanwhile: stay closed
+                return
+            self._server = self._listen(self.port)
+            self.reopened.set()
+
+        thread = threading.Thread(target=reopen, daemon=True)
+        thread.start()
+        return thread
 
     def close(self) -> None:
+        self._closing.set()
         self.reset()
         self._stop_listening()
 
@@ -165,10 +196,12 @@ class FaultProxy:
         server = _Server(("127.0.0.1", port), _handler(self))
         server.proxy = self
         self.port = server.server_address[1]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # A short poll: shutdown() waits for the loop to notice, up to one poll interval.
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return server
 
     def _stop_listening(self) -> None:
+        """Close the listening socket; returns once the kernel refuses new connections."""
         self._server.shutdown()
         self._server.server_close()
 
@@ -197,7 +230,9 @@ class FaultProxy:
             self.faults.die_after -= 1
             return True
 
-    def _decide(self, method: str, path: str, target: str) -> tuple[float, Canned | None]:
+    def _decide(
+        self, method: str, path: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[float, Canned | None]:
         """Record the request; the latency to add and the answer to give instead of forwarding
         (RESET: drop the connection)."""
         with self._lock:
@@ -218,7 +253,9 @@ class FaultProxy:
                         candidate.times -= 1 if candidate.times > 0 else 0
                         canned = candidate
                         break
-            self.requests.append(Seen(method, path, target, answered_by_proxy=canned is not None))
+            self.requests.append(
+                Seen(method, path, target, canned is not None, dict(headers), body)
+            )
             return faults.latency, canned
 
 
@@ -234,17 +271,25 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             target = self.headers.get("X-Amz-Target", "")
-            latency, canned = proxy._decide(self.command, self.path, target)
-            if latency:
-                time.sleep(latency)
-            if canned is RESET or (canned is None and not proxy._alive()):
-                self.close_connection = True
-                _abort(self.connection)
-                return
-            if canned is not None:
-                status, headers, answer = canned.status, dict(canned.headers), canned.body
-            else:
-                status, headers, answer = self._upstream(body)
+            sent = {name.lower(): value for name, value in self.headers.items()}
+            latency, canned = proxy._decide(self.command, self.path, target, sent, body)
+            gate = proxy.gate
+            if gate is not None:
+                gate.enter()
+            try:
+                if latency:
+                    time.sleep(latency)
+                if canned is RESET or (canned is None and not proxy._alive()):
+                    self.close_connection = True
+                    _abort(self.connection)
+                    return
+                if canned is not None:
+                    status, headers, answer = canned.status, dict(canned.headers), canned.body
+                else:
+                    status, headers, answer = self._upstream(body)
+            finally:
+                if gate is not None:
+                    gate.leave()
             self.send_response(status)
             for name, value in headers.items():
                 if name.lower() not in _HOP_BY_HOP:

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from tests.servers.gate import InFlightGate
+
 # -- certificates -------------------------------------------------------------------------------
 
 _DAY = datetime.timedelta(days=1)
@@ -231,6 +233,7 @@ class FakeServer:
         self.faults: dict[str, Fault] = {}
         self.handshake_failures = 0
         self.max_in_flight = 0
+        self.gate: InFlightGate | None = None  # hold requests until the client has N in flight
         self._in_flight = 0
         self._lock = threading.Lock()
         self._server = _Server(self)
@@ -304,6 +307,8 @@ class FakeServer:
             else:
                 fault = None
         try:
+            if self.gate is not None:
+                self.gate.enter()
             delay = self.latency.get(endpoint, 0.0)
             if delay:
                 time.sleep(delay)
@@ -311,6 +316,8 @@ class FakeServer:
                 self.fault_response(endpoint, fault) if fault else self.respond(endpoint, request)
             )
         finally:
+            if self.gate is not None:
+                self.gate.leave()
             with self._lock:
                 self._in_flight -= 1
         handler.send_response(response.status)
