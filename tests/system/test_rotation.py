@@ -12,7 +12,6 @@ copy of a systemd credential; the `vault` backend runs against OpenBao on the ho
 from __future__ import annotations
 
 import shlex
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +20,7 @@ from typing import Any
 import pytest
 
 from tests.system import harness
-from tests.system.machine import booted
-from tests.system.test_systemd_unit import STANDIN, Kms, run_readme_install, vault_config
+from tests.system.test_systemd_unit import Kms, readme_installed
 
 # The first test of a cold run builds the rootfs and installs into it (minutes, not seconds).
 pytestmark = pytest.mark.timeout(900)
@@ -104,20 +102,8 @@ def rotation(debian_rootfs: Path, wheels: tuple[Path, Path], openbao: Any,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rotation]:
     started = time.monotonic()
     openbao.put(VAULT_PATH, **{"db-password": "first-vault-password"})
-    workdir = tmp_path_factory.mktemp("machine")
-    house, checkout = wheels
-    with booted(debian_rootfs, workdir,
-                {house: "/opt/wheelhouse", checkout: "/opt/wheelhouse-checkout"}) as machine:
-        deploy = machine.path("/root/deploy")
-        shutil.copytree(harness.ROOT / "systemd", deploy / "systemd")
-        (deploy / "kms.toml").write_text(vault_config())
-        server = machine.path("/usr/sbin/cosmian_kms")
-        shutil.copy(STANDIN, server)
-        server.chmod(0o755)
-        env_example = (harness.ROOT / "systemd" / "kms-launch.env.example").read_text()
-        kms = Kms(machine, openbao.url, openbao.token, env_example)
-        run_readme_install(machine, openbao.token,
-                           lambda: kms.write("/etc/cosmian/kms-launch.env", kms.vault_env()))
+    with readme_installed(debian_rootfs, wheels, openbao, tmp_path_factory.mktemp("machine")) as kms:
+        machine = kms.machine
         for command in harness.readme_commands("### Restart on rotation"):
             machine.sh(f"cd /root/deploy && {command}")
         print(f"\nmachine booted, both units installed by the README's commands in "

@@ -10,6 +10,7 @@ filter in kill mode). OpenBao runs on the host's loopback, which the machine sha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -137,15 +138,13 @@ def run_readme_install(machine: Machine, vault_token: str, edit_env: Callable[[]
     return ran
 
 
-@pytest.fixture(scope="module")
-def kms(debian_rootfs: Path, wheels: tuple[Path, Path], openbao: Any,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kms]:
-    started = time.monotonic()
-    openbao.put("kms", **{"db-password": DB_PASSWORD})
-    workdir = tmp_path_factory.mktemp("machine")
+@contextlib.contextmanager
+def readme_installed(debian_rootfs: Path, wheels: tuple[Path, Path], openbao: Any,
+                     workdir: Path) -> Iterator[Kms]:
+    """A booted Debian 12 with the stand-in as /usr/sbin/cosmian_kms and the unit installed
+    and started by the README's own commands, on the vault backend against `openbao`."""
     house, checkout = wheels
     with booted(debian_rootfs, workdir, {house: "/opt/wheelhouse", checkout: "/opt/wheelhouse-checkout"}) as machine:
-        print(f"\nmachine booted in {time.monotonic() - started:.1f}s")
         deploy = machine.path("/root/deploy")
         shutil.copytree(harness.ROOT / "systemd", deploy / "systemd")
         (deploy / "kms.toml").write_text(vault_config())
@@ -156,9 +155,18 @@ def kms(debian_rootfs: Path, wheels: tuple[Path, Path], openbao: Any,
         kms = Kms(machine, openbao.url, openbao.token, env_example)
         run_readme_install(machine, openbao.token,
                            lambda: kms.write("/etc/cosmian/kms-launch.env", kms.vault_env()))
+        yield kms
+
+
+@pytest.fixture(scope="module")
+def kms(debian_rootfs: Path, wheels: tuple[Path, Path], openbao: Any,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kms]:
+    started = time.monotonic()
+    openbao.put("kms", **{"db-password": DB_PASSWORD})
+    with readme_installed(debian_rootfs, wheels, openbao, tmp_path_factory.mktemp("machine")) as kms:
         print(f"\nunit installed and started by the README's commands in {time.monotonic() - started:.1f}s")
         yield kms
-        machine.sh(f"systemctl stop {UNIT}", check=False)
+        kms.machine.sh(f"systemctl stop {UNIT}", check=False)
 
 
 @pytest.fixture
