@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import logging
 import math
 import os
@@ -117,6 +116,8 @@ def run(options: Options, environ: Mapping[str, str]) -> None:
     )
     if options.check:
         if options.json:
+            import json  # only for --check --json: off the launch path
+
             _write(json.dumps(used.to_json(), indent=2) + "\n")
         else:
             _print_check(occurrences, values, None)

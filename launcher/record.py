@@ -7,13 +7,10 @@ was created (where the backend says) and the value's length."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from launcher.errors import InvalidConfig, LaunchError, OutputFailed
@@ -99,6 +96,9 @@ def build(
 def write(record: Record, path: str) -> None:
     """Replace `path` with the record atomically (a temporary file beside it, then rename), so a
     reader sees the old record or the new one, never half of one."""
+    import json  # json, tempfile and datetime: only where a record is written or read
+    import tempfile
+
     directory = os.path.dirname(os.path.abspath(path))
     text = json.dumps(record.to_json(), indent=2) + "\n"
     try:
@@ -122,6 +122,8 @@ def write(record: Record, path: str) -> None:
 
 def load(path: str) -> Record:
     """A record written by write(), or RecordUnreadable (66) / InvalidConfig (65)."""
+    import json
+
     from launcher.files import Unreadable, read_regular
 
     try:
@@ -204,12 +206,16 @@ def drift(recorded: Record, now: Record, settle: float = 0.0) -> Drift:
 
 def stamp(epoch: float) -> str:
     """An epoch time as ISO 8601 UTC with milliseconds."""
+    from datetime import UTC, datetime
+
     return (
         datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
 
 
 def _epoch(stamp: Any) -> float:
+    from datetime import datetime
+
     if not isinstance(stamp, str):
         raise TypeError(stamp)
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
