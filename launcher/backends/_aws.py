@@ -16,7 +16,13 @@ import botocore.exceptions
 from botocore.config import Config
 
 from launcher.backends import Backend, Secret, reject_port
-from launcher.backends._transport import redirected, retry_after, tls_error, unreachable
+from launcher.backends._transport import (
+    fits_in_header,
+    redirected,
+    retry_after,
+    tls_error,
+    unreachable,
+)
 from launcher.deadline import CONCURRENCY, Deadline, retry
 from launcher.errors import (
     AccessDenied,
@@ -67,7 +73,6 @@ NO_CREDENTIALS = (
 )
 # What an HTTP header (SigV4's Authorization, X-Amz-Security-Token) can carry; anything else
 # makes http.client raise an encoding error deep inside botocore.
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 # An error code the service answered -> our error, given "<service> in <region>" and the code.
 Codes = Mapping[str, Callable[[str, str], LaunchError]]
@@ -163,7 +168,7 @@ class AwsBackend(Backend):
     def _key(self, variable: str) -> str | None:
         """A credential (environment, else $CREDENTIALS_DIRECTORY) that a header can carry."""
         value = self.credential(variable)
-        if value is not None and not _HEADER_SAFE.fullmatch(value):
+        if value is not None and not fits_in_header(value):
             raise NotConfigured(
                 f"{variable} holds a character an HTTP header cannot carry (not printable ASCII)"
             )

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from launcher.backends._transport import redirected, tls_error, unreachable
+from launcher.backends._transport import fits_in_header, redirected, tls_error, unreachable
 from launcher.deadline import CONCURRENCY
 from launcher.errors import BackendFailed, LaunchError, NotConfigured
 from launcher.files import check_credential_file
-
-_HEADER_VALUE = re.compile(r"[\x21-\x7e]+")  # a token as an HTTP header carries it
 
 
 def header_value(variable: str, value: str) -> str:
     """`value` if an HTTP header can carry it, else NotConfigured naming where it came from
     (never the value: it is a credential, and Python's own encode error would quote it)."""
-    if not _HEADER_VALUE.fullmatch(value):
+    if not fits_in_header(value):
         raise NotConfigured(
             f"{variable} holds characters an HTTP header cannot carry (only visible ASCII)"
         )

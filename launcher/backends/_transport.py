@@ -21,6 +21,7 @@ _sockets.install()  # every remote backend imports this module
 # Standard library only, and nothing an SDK has not loaded already: importing this is free, and
 # email / http.client are imported only once something has failed.
 
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+")  # what an HTTP header carries of a token
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e]")  # what a report may show of a Location header
 _DELTA_SECONDS = re.compile(r"[0-9]{1,9}")  # RFC 9110: 1*DIGIT; more than 30 years is absurd
 # getaddrinfo's "no such name" answers; any other resolver failure may pass.
@@ -137,6 +138,12 @@ def socket_reason(error: BaseException, timeout: float) -> str:
         if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) and cause.errno:
             return os.strerror(cause.errno).lower()  # SSLError's errno is OpenSSL's, not the OS's
     return type(error).__name__
+
+
+def fits_in_header(value: str) -> bool:
+    """Whether an HTTP header can carry `value` as a token (visible ASCII): anything else makes
+    http.client fail with an encode error that quotes the value."""
+    return _HEADER_VALUE.fullmatch(value) is not None
 
 
 def redirected(

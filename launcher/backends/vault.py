@@ -19,7 +19,7 @@ from hvac.utils import format_url
 
 from launcher.backends import Backend, Secret, reject_port
 from launcher.backends._http import Session, header_value, redirect_error, transport_error
-from launcher.backends._transport import retry_after
+from launcher.backends._transport import fits_in_header, retry_after
 from launcher.deadline import ATTEMPT_TIMEOUT, MIN_ATTEMPT, concurrently, retry, window
 from launcher.errors import (
     AccessDenied,
@@ -45,7 +45,6 @@ AUTH_METHODS = ("token", "approle", "jwt", "kubernetes")
 SERVICE_ACCOUNT_JWT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 # What an HTTP header carries unchanged: visible ASCII. Anything else (a '€', a control character,
 # a newline that would start another header) cannot be a Vault token or namespace.
-_HEADER_VALUE = re.compile(r"[!-~]+")
 # An auth mount path: Vault's path segments, no empty, '.' or '..' segment.
 _MOUNT = re.compile(r"(?!.*(?:^|/)\.{1,2}(?:/|$))[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
 # Vault answers these while sealed, standby, overloaded or not yet consistent (412, 472, 473).
@@ -266,7 +265,7 @@ class VaultBackend(Backend):
         token = auth.get("client_token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token:
             raise AccessDenied(f"{login.what} returned no token")
-        if not _HEADER_VALUE.fullmatch(token):
+        if not fits_in_header(token):
             raise BackendFailed(f"{login.what} returned a token no HTTP header can carry")
         client.token = token
         self._minted = True
